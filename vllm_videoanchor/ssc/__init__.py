@@ -1,0 +1,15 @@
+"""Sparse Subspace Clustering: pure maths, no vLLM import anywhere in this package."""
+
+from .admm import AdmmResult, admm_ssc, pca_project
+from .cupy_admm import cupy_available
+from .estimator import SparseSubspaceClustering
+from .spectral import spectral_clustering
+
+__all__ = [
+    "AdmmResult",
+    "SparseSubspaceClustering",
+    "admm_ssc",
+    "cupy_available",
+    "pca_project",
+    "spectral_clustering",
+]
