@@ -80,66 +80,56 @@ class _DenseSystem:
         self.n = n
 
     def step(self, W, E, e_nonzero, v):
-        """A and Y A for R = lambda_z Y^T (Y - E) + W [+ 1 v^T]."""
+        """A and the residual Y - Y A, for R = lambda_z Y^T (Y - E) + W [+ 1 v^T]."""
         T = W
         if e_nonzero:
             T = torch.addmm(W, self.Y.T, E, alpha=-self.lambda_z)
         A = torch.addmm(self.P0, self.M, T)
         if v is not None:
             A.addr_(self.m1, v)
-        return A, self.Y @ A
+        return A, torch.addmm(self.Y, self.Y, A, alpha=-1.0)
 
 
 class _LowRankSystem:
-    """A = M R through Woodbury (+ Sherman-Morrison for the affine term), Y of shape r x N, r < N.
+    """A = M R through Woodbury, for Y of shape r x N with r < N: O(r N^2) per step.
 
-    (rho I + lz Y^T Y)^-1 R = (R - Y^T K Y R) / rho with K = (rho/lz I + Y Y^T)^-1 (r x r).
-    Y A is assembled from r-row products as well, so a step costs two r x N x N products.
+    The affine term rho 1 1^T is folded in as one more row of Y: with
+    Yt = [Y; a 1^T], a = sqrt(rho / lz), the matrix is B = rho I + lz Yt^T Yt and
+    R = lz Yt^T Ft + W with Ft = [Y - E; v^T / (lz a)]. With K = (rho/lz I + Yt Yt^T)^-1,
+    the push-through identity and Woodbury give
+        A = B^-1 R = (W + Yt^T K (rho Ft - Yt W)) / rho.
+    This form keeps float32 convergence: the textbook (R - Yt^T K Yt R) / rho and a
+    Sherman-Morrison affine update both cancel large terms and stall at ~1e-3.
+    Y A is assembled from r-row products, so a step costs two r x N x N products.
     """
 
     def __init__(self, Y, lambda_z, rho, affine):
         r, n = Y.shape
-        Yd = Y.double()
-        YYt = Yd @ Yd.T
-        small = YYt.clone()
-        small.diagonal().add_(rho / lambda_z)
-        K = torch.cholesky_inverse(torch.linalg.cholesky(small))
-        self.Y, self.YYt, self.K = Y, YYt.to(Y.dtype), K.to(Y.dtype)
-        self.YYtY = (YYt @ Yd).to(Y.dtype)
-        self.lambda_z, self.rho = lambda_z, rho
-        self.Y1 = Y.sum(dim=1)
+        self.r, self.rho = r, rho
+        self.v_scale = 1.0 / math.sqrt(rho * lambda_z)  # 1 / (lz a)
+        Yt = Y.double()
         if affine:
-            ones = torch.ones(n, dtype=torch.float64, device=Y.device)
-            u = (ones - Yd.T @ (K @ (Yd @ ones))) / rho  # B^-1 1
-            self.u = u.to(Y.dtype)
-            self.Yu = (Yd @ u).to(Y.dtype)
-            self.c = rho / (1.0 + rho * float(u.sum()))
+            ones = torch.ones(1, n, dtype=torch.float64, device=Y.device)
+            Yt = torch.cat([Yt, math.sqrt(rho / lambda_z) * ones])
+        gram_small = Yt @ Yt.T
+        lhs = gram_small.clone()
+        lhs.diagonal().add_(rho / lambda_z)
+        K = torch.cholesky_inverse(torch.linalg.cholesky(lhs))
+        self.Y = Y
+        self.Yt = Yt.to(Y.dtype)
+        self.K = K.to(Y.dtype)
+        self.gram_rows = gram_small[:r].to(Y.dtype)  # the rows of Yt Yt^T that give Y (.)
 
     def step(self, W, E, e_nonzero, v):
-        lz, rho = self.lambda_z, self.rho
-        YW = self.Y @ W
-        if e_nonzero:
-            F = self.Y - E
-            YYtF = self.YYt @ F
-        else:
-            F, YYtF = self.Y, self.YYtY
-        YR = torch.add(YW, YYtF, alpha=lz)
+        rho = self.rho
+        YW = self.Yt @ W
+        F = self.Y - E if e_nonzero else self.Y
         if v is not None:
-            YR.addr_(self.Y1, v)
-        H = torch.addmm(F, self.K, YR, alpha=-1.0 / lz)  # (lz F - K Y R) / lz
-        Z = torch.addmm(W, self.Y.T, H, alpha=lz)
-        YZ = torch.addmm(YW, self.YYt, H, alpha=lz)
-        if v is not None:
-            Z.add_(v)  # + 1 v^T
-            YZ.addr_(self.Y1, v)
-        Z.div_(rho)
-        YZ.div_(rho)
-        if v is None:
-            return Z, YZ
-        col_sums = Z.sum(dim=0)
-        Z.addr_(self.u, col_sums, alpha=-self.c)
-        YZ.addr_(self.Yu, col_sums, alpha=-self.c)
-        return Z, YZ
+            F = torch.cat([F, (v * self.v_scale).unsqueeze(0)])
+        H = self.K @ torch.sub(F, YW, alpha=1.0 / rho).mul_(rho)  # K (rho Ft - Yt W)
+        A = torch.addmm(W, self.Yt.T, H).div_(rho)
+        YA = torch.addmm(YW[: self.r], self.gram_rows, H).div_(rho)
+        return A, torch.sub(self.Y, YA)
 
 
 def admm_ssc(
@@ -198,11 +188,12 @@ def admm_ssc(
     for n_iter in range(1, max_iter + 1):
         W = torch.sub(C, D2, alpha=1.0 / rho).mul_(rho)  # rho C - D2
         v = (rho - D1) if affine else None
-        A, YA = system.step(W, E, e_nonzero, v)
+        A, residual_y = system.step(W, E, e_nonzero, v)
         del W
         C = soft_threshold(D2.div(rho).add_(A), 1.0 / rho)
         C.fill_diagonal_(0.0)
-        E = soft_threshold(Y - YA, e_threshold)
+        E = soft_threshold(residual_y, e_threshold)
+        del residual_y
         e_nonzero = bool(E.any())
         if affine:
             D1.add_(A.sum(dim=0) - 1.0, alpha=rho)

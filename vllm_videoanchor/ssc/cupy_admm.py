@@ -50,33 +50,25 @@ def _factor(xp, Y, gram, lambda_z, rho, affine, solver):
 
         return step
 
-    YYt64 = Yd @ Yd.T
-    K64 = xp.linalg.inv(YYt64 + (rho / lambda_z) * xp.eye(d))
-    K = K64.astype(dtype)
-    YYt, YYtY, Y1 = YYt64.astype(dtype), (YYt64 @ Yd).astype(dtype), Y.sum(axis=1)
-    ones = xp.ones(n)
-    u64 = (ones - Yd.T @ (K64 @ (Yd @ ones))) / rho
-    u, Yu = u64.astype(dtype), (Yd @ u64).astype(dtype)
-    c = rho / (1.0 + rho * float(u64.sum()))
+    # Woodbury with the affine term folded in as a row of Y (see admm._LowRankSystem).
+    Yt = Yd
+    if affine:
+        Yt = xp.concatenate([Yd, math.sqrt(rho / lambda_z) * xp.ones((1, n))])
+    gram_small = Yt @ Yt.T
+    K = xp.linalg.inv(gram_small + (rho / lambda_z) * xp.eye(Yt.shape[0])).astype(dtype)
+    gram_rows = gram_small[:d].astype(dtype)
+    Yt = Yt.astype(dtype)
+    v_scale = 1.0 / math.sqrt(rho * lambda_z)
 
     def step(W, E, e_nonzero, v):
-        YW = Y @ W
-        F, YYtF = (Y - E, YYt @ (Y - E)) if e_nonzero else (Y, YYtY)
-        YR = YW + lambda_z * YYtF
+        YW = Yt @ W
+        F = Y - E if e_nonzero else Y
         if v is not None:
-            YR += xp.outer(Y1, v)
-        H = lambda_z * F - K @ YR
-        Z = W + Y.T @ H
-        YZ = YW + YYt @ H
-        if v is not None:
-            Z += v[None, :]
-            YZ += xp.outer(Y1, v)
-        Z /= rho
-        YZ /= rho
-        if v is None:
-            return Z, YZ
-        col_sums = Z.sum(axis=0)
-        return Z - c * xp.outer(u, col_sums), YZ - c * xp.outer(Yu, col_sums)
+            F = xp.concatenate([F, (v * v_scale)[None, :]])
+        H = K @ (rho * F - YW)
+        A = (W + Yt.T @ H) / rho
+        YA = (YW[:d] + gram_rows @ H) / rho
+        return A, YA
 
     return step
 

@@ -1,0 +1,106 @@
+"""Independent, dense, slow reference of DESIGN.md section 1 in plain numpy (float64).
+
+Written from the formulas, not from the package: the full N x N system is solved at every
+ADMM step, the regularisers are found with loops over tokens, as the reference code does.
+"""
+
+import numpy as np
+
+
+def soft_threshold(v, t):
+    return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def regularizers(Y, alpha_e=800.0, alpha_z=800.0):
+    """lambda_e = alpha_e / mu_e, lambda_z = alpha_z / mu_z, with the loops of the definition."""
+    n = Y.shape[1]
+    l1 = [np.abs(Y[:, j]).sum() for j in range(n)]
+    mu_e = min(max(l1[j] for j in range(n) if j != i) for i in range(n))
+    gram = Y.T @ Y
+    mu_z = min(max(abs(gram[i, j]) for j in range(n) if j != i) for i in range(n))
+    return alpha_e / mu_e, alpha_z / mu_z
+
+
+def pca(Y, rank):
+    """Mean-centred PCA of the columns of Y (D x N) to `rank` rows."""
+    if rank == 0:
+        return Y
+    centred = Y - Y.mean(axis=1, keepdims=True)
+    U, _, _ = np.linalg.svd(centred, full_matrices=False)
+    return U[:, :rank].T @ centred
+
+
+def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, affine=True):
+    """C (N x N, Y ~ Y C) and the number of iterations run."""
+    d, n = Y.shape
+    lambda_e, lambda_z = regularizers(Y, alpha_e, alpha_z)
+    ones = np.ones((n, 1))
+    C = np.zeros((n, n))
+    E = np.zeros((d, n))
+    D1 = np.zeros((n, 1))
+    D2 = np.zeros((n, n))
+    for it in range(1, max_iter + 1):
+        lhs = lambda_z * Y.T @ Y + rho * np.eye(n)
+        rhs = lambda_z * Y.T @ (Y - E) + rho * C - D2
+        if affine:
+            lhs = lhs + rho * ones @ ones.T
+            rhs = rhs + rho * ones @ ones.T - ones @ D1.T
+        A = np.linalg.solve(lhs, rhs)
+        C = soft_threshold(A + D2 / rho, 1.0 / rho)
+        np.fill_diagonal(C, 0.0)
+        E = soft_threshold(Y - Y @ A, lambda_e / lambda_z)
+        if affine:
+            D1 = D1 + rho * (A.T @ ones - ones)
+        D2 = D2 + rho * (A - C)
+        if np.abs(A - C).sum(axis=1).max() < eps:
+            break
+    return C, it
+
+
+def scores(C, labels):
+    """s_i = minmax(|cluster(i)| / N * sum_j C_ij), with the reference's 1e-5 guard."""
+    n = C.shape[0]
+    s_hat = np.empty(n)
+    for i in range(n):
+        s_hat[i] = (labels == labels[i]).sum() / n * C[i, :].sum()
+    return (s_hat - s_hat.min()) / (s_hat.max() - s_hat.min() + 1e-5)
+
+
+def gains(C, labels, alpha_k, alpha_v):
+    s = scores(C, labels)
+    return s, 1.0 + alpha_k * s, 1.0 + alpha_v * s
+
+
+def union_of_subspaces(
+    n_subspaces=5, dim=6, ambient=64, points=40, noise=0.01, n_features=None, seed=0
+):
+    """Points (rows) from random `dim`-dimensional subspaces of R^ambient, embedded randomly in
+    R^n_features (default: ambient), with Gaussian noise scaled by 1/sqrt(n_features).
+
+    Hard cases live in few ambient dimensions: random subspaces of thousands of dimensions
+    are almost orthogonal and trivially separable.
+    """
+    rng = np.random.default_rng(seed)
+    n_features = ambient if n_features is None else n_features
+    blocks, truth = [], []
+    for k in range(n_subspaces):
+        basis, _ = np.linalg.qr(rng.standard_normal((ambient, dim)))
+        blocks.append((basis @ rng.standard_normal((dim, points))).T)
+        truth += [k] * points
+    X = np.concatenate(blocks)
+    if n_features != ambient:
+        embed, _ = np.linalg.qr(rng.standard_normal((n_features, ambient)))
+        X = X @ embed.T
+    X = X + noise * rng.standard_normal(X.shape) * np.sqrt(ambient / n_features)
+    return X, np.array(truth)
+
+
+def misclassification(truth, labels):
+    """Fraction of points wrong under the best matching of cluster ids (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = max(truth.max(), labels.max()) + 1
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (truth, labels), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    return 1.0 - confusion[rows, cols].sum() / truth.size
