@@ -104,3 +104,13 @@ def misclassification(truth, labels):
     np.add.at(confusion, (truth, labels), 1)
     rows, cols = linear_sum_assignment(-confusion)
     return 1.0 - confusion[rows, cols].sum() / truth.size
+
+
+def spectral_labels(C, n_clusters, seed=0):
+    """The reference code's clustering step: scikit-learn on the dense affinity |C| + |C|^T
+    (k-means label assignment with a fixed seed instead of the reference's random one)."""
+    from sklearn.cluster import SpectralClustering
+
+    W = np.abs(C) + np.abs(C).T
+    model = SpectralClustering(n_clusters, affinity="precomputed", random_state=seed)
+    return model.fit_predict(W)

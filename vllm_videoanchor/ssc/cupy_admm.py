@@ -126,10 +126,14 @@ def admm_ssc_xp(
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:
     """Run the CuPy solver on a CUDA torch tensor; C comes back as a torch tensor (no copy)."""
-    import cupy
-
     if Y.device.type != "cuda":
         raise ValueError("backend='cupy' needs the tokens on a CUDA device")
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ValueError(
+            "backend='cupy' needs CuPy: pip install 'vllm-videoanchor[gpu]'"
+        ) from exc
     with cupy.cuda.Device(Y.device.index or 0):
         result = admm_ssc_xp(cupy.from_dlpack(Y.contiguous()), xp=cupy, **kwargs)
         result.C = torch.from_dlpack(result.C)

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+import torch
+
+import reference
+
+
+@pytest.fixture(scope="session")
+def random_tokens():
+    """Random (n_samples, n_features) data with more features than samples (dense path)."""
+    return np.random.default_rng(1).standard_normal((40, 60))
+
+
+@pytest.fixture(scope="session")
+def union_tokens():
+    """A union of 4 subspaces of dimension 3 in R^12 (fewer features than samples: low rank)."""
+    X, truth = reference.union_of_subspaces(
+        n_subspaces=4, dim=3, ambient=12, points=12, noise=0.01, seed=3
+    )
+    return X, truth
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

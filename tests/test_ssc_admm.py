@@ -1,0 +1,106 @@
+"""The ADMM solver computes exactly DESIGN.md section 1: compared with the dense reference."""
+
+import numpy as np
+import pytest
+import torch
+
+import reference
+from vllm_videoanchor.ssc import SparseSubspaceClustering, admm_ssc, pca_project
+from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
+
+RTOL = 1e-5
+
+
+def relative_error(ours, ref):
+    return np.abs(np.asarray(ours) - ref).max() / np.abs(ref).max()
+
+
+def data(request, name):
+    value = request.getfixturevalue(name)
+    return value[0] if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("dataset", ["random_tokens", "union_tokens"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_coef_matches_dense_reference(request, dataset, affine):
+    X = data(request, dataset)
+    C_ref, n_iter_ref = reference.admm(X.T, affine=affine)
+    est = SparseSubspaceClustering(n_clusters=2, affine=affine, dtype="float64").fit(X)
+    # coef_ is C^T: X ~ coef_ @ X
+    assert relative_error(est.coef_, C_ref.T) < RTOL
+    assert est.n_iter_ == n_iter_ref
+    assert est.converged_
+    assert np.all(np.diag(est.coef_) == 0)
+    lambda_e, lambda_z = reference.regularizers(X.T)
+    assert est.lambda_e_ == pytest.approx(lambda_e, rel=1e-12)
+    assert est.lambda_z_ == pytest.approx(lambda_z, rel=1e-12)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_dense_and_lowrank_paths_agree(union_tokens, affine):
+    """Woodbury (rank < N) and the explicit inverse solve the same program."""
+    Y = torch.tensor(union_tokens[0].T)
+    dense = admm_ssc(Y, solver="dense", affine=affine)
+    lowrank = admm_ssc(Y, solver="lowrank", affine=affine)
+    assert dense.n_iter == lowrank.n_iter
+    assert relative_error(lowrank.C, dense.C.numpy()) < RTOL
+
+
+def test_lowrank_path_needs_fewer_features_than_samples(random_tokens):
+    with pytest.raises(ValueError, match="lowrank"):
+        admm_ssc(torch.tensor(random_tokens.T), solver="lowrank")
+
+
+def test_pca_matches_reference(random_tokens):
+    X = random_tokens
+    C_ref, _ = reference.admm(reference.pca(X.T, 8))
+    est = SparseSubspaceClustering(n_clusters=2, pca_rank=8, dtype="float64").fit(X)
+    assert relative_error(est.coef_, C_ref.T) < RTOL
+
+
+def test_pca_projection_is_mean_centred():
+    Y = torch.randn(20, 30, dtype=torch.float64) + 5.0
+    projected = pca_project(Y, 4)
+    assert projected.shape == (4, 30)
+    assert torch.allclose(projected.mean(dim=1), torch.zeros(4, dtype=torch.float64), atol=1e-10)
+
+
+def test_float32_converges_like_float64(union_tokens):
+    """The default float32 arithmetic reaches the same tolerance, on both paths."""
+    X = union_tokens[0]
+    for solver in ("dense", "lowrank"):
+        f32 = SparseSubspaceClustering(n_clusters=4, solver=solver).fit(X)
+        f64 = SparseSubspaceClustering(n_clusters=4, solver=solver, dtype="float64").fit(X)
+        assert f32.converged_
+        assert abs(f32.n_iter_ - f64.n_iter_) <= 0.05 * f64.n_iter_
+        # both stop within eps of the optimum, a few iterations apart
+        assert np.abs(f32.coef_ - f64.coef_).max() < 5e-3 * np.abs(f64.coef_).max()
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("solver", ["dense", "lowrank"])
+def test_array_module_backend_matches_reference(union_tokens, affine, solver):
+    """The CuPy backend's code, run with NumPy as its array module, matches the reference."""
+    Y = union_tokens[0].T
+    C_ref, n_iter_ref = reference.admm(Y, affine=affine)
+    result = admm_ssc_xp(Y, xp=np, affine=affine, solver=solver)
+    assert result.n_iter == n_iter_ref
+    assert relative_error(result.C, C_ref) < RTOL
+
+
+def test_max_iter_stops_early(random_tokens):
+    est = SparseSubspaceClustering(n_clusters=2, max_iter=3).fit(random_tokens)
+    assert est.n_iter_ == 3
+    assert not est.converged_
+    C_ref, _ = reference.admm(random_tokens.T, max_iter=3)
+    assert relative_error(est.coef_, C_ref.T) < 1e-4  # float32
+
+
+def test_torch_input_gives_torch_attributes(random_tokens):
+    X = torch.tensor(random_tokens, dtype=torch.float32)
+    est = SparseSubspaceClustering(n_clusters=3).fit(X)
+    assert isinstance(est.coef_, torch.Tensor) and est.coef_.shape == (40, 40)
+    assert isinstance(est.labels_, torch.Tensor) and est.labels_.dtype == torch.int64
+    numpy_est = SparseSubspaceClustering(n_clusters=3).fit(random_tokens)
+    assert isinstance(numpy_est.coef_, np.ndarray)
+    assert np.array_equal(est.labels_.numpy(), numpy_est.labels_)
