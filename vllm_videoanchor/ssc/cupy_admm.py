@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .admm import SOLVERS, AdmmResult
+from .admm import SOLVERS, AdmmResult, lowrank_is_cheaper
 
 
 def cupy_available() -> bool:
@@ -92,7 +92,7 @@ def admm_ssc_xp(
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     d, n = Y.shape
     if solver == "auto":
-        solver = "lowrank" if d < n else "dense"
+        solver = "lowrank" if lowrank_is_cheaper(d, n) else "dense"
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
     abs_gram = xp.abs(gram) * (1 - xp.eye(n, dtype=Y.dtype))

@@ -1,0 +1,1 @@
+"""The vLLM glue (thin). Nothing here knows about HTTP."""
