@@ -82,3 +82,13 @@ def test_defaults_are_the_reference_values():
     expected = dict(n_clusters=24, rho=300, alpha_e=800, alpha_z=800, eps=1e-4,
                     max_iter=10000, affine=True, pca_rank=0, random_state=0, device=None)
     assert {k: p[k] for k in expected} == expected
+
+
+def test_lobpcg_eigensolver_gives_the_same_partition():
+    X, truth = reference.union_of_subspaces(
+        n_subspaces=5, dim=6, ambient=64, points=40, noise=0.01, seed=0
+    )
+    arpack = SparseSubspaceClustering(n_clusters=5).fit_predict(X)
+    lobpcg = SparseSubspaceClustering(n_clusters=5, eigen_solver="lobpcg").fit_predict(X)
+    assert reference.misclassification(arpack, lobpcg) == 0.0
+    assert reference.misclassification(truth, lobpcg) < 0.02

@@ -52,6 +52,7 @@ def test_bad_input(X, message):
         (dict(dtype="float16"), "dtype"),
         (dict(solver="magic"), "solver"),
         (dict(backend="jax"), "backend"),
+        (dict(eigen_solver="eigh"), "eigen_solver"),
     ],
 )
 def test_bad_parameters(params, message):

@@ -70,11 +70,16 @@ class _DenseSystem:
         lhs.diagonal().add_(rho)
         if affine:
             lhs.add_(rho)
-        chol = torch.linalg.cholesky(lhs)
-        inv = torch.cholesky_inverse(chol)
+        inv = torch.cholesky_inverse(torch.linalg.cholesky(lhs))
+        m1 = inv.sum(dim=1)  # M 1
+        # M (lz G) = M (lhs - rho I - rho 1 1^T) = I - rho M - rho (M 1) 1^T: no N^3 product
+        P0 = torch.mul(inv, -rho)
+        P0.diagonal().add_(1.0)
+        if affine:
+            P0.sub_(rho * m1[:, None])
         self.M = inv.to(Y.dtype)
-        self.P0 = (lambda_z * (inv @ gram.double())).to(Y.dtype)  # M (lambda_z G)
-        self.m1 = inv.sum(dim=1).to(Y.dtype) if affine else None  # M 1
+        self.P0 = P0.to(Y.dtype)
+        self.m1 = m1.to(Y.dtype) if affine else None
         self.Y = Y
         self.lambda_z = lambda_z
 

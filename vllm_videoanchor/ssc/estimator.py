@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 
 from .admm import SOLVERS, admm_ssc, pca_project
 from .cupy_admm import admm_ssc_cupy
-from .spectral import spectral_clustering
+from .spectral import EIGEN_SOLVERS, spectral_clustering
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BACKENDS = ("torch", "cupy")
@@ -70,6 +70,8 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
     dtype : "float32" or "float64" arithmetic.
     solver : "auto", "dense" (explicit inverse) or "lowrank" (Woodbury; needs rank < N).
     backend : "torch", or "cupy" (CUDA only, needs CuPy installed).
+    eigen_solver : "arpack" (scipy on the sparse affinity, CPU) or "lobpcg" (torch, on the
+        solver's device).
 
     Attributes
     ----------
@@ -94,6 +96,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         dtype="float32",
         solver="auto",
         backend="torch",
+        eigen_solver="arpack",
     ):
         self.n_clusters = n_clusters
         self.rho = rho
@@ -108,6 +111,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.dtype = dtype
         self.solver = solver
         self.backend = backend
+        self.eigen_solver = eigen_solver
 
     def _check_params(self, n_samples: int, n_features: int) -> None:
         _check_positive("n_clusters", self.n_clusters, integer=True)
@@ -129,6 +133,10 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.eigen_solver not in EIGEN_SOLVERS:
+            raise ValueError(
+                f"eigen_solver must be one of {EIGEN_SOLVERS}, got {self.eigen_solver!r}"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
@@ -151,7 +159,9 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
             result = admm_ssc_cupy(Y.contiguous(), **knobs)
         else:
             result = admm_ssc(Y, **knobs)
-        labels, affinity = spectral_clustering(result.C, self.n_clusters, self.random_state)
+        labels, affinity = spectral_clustering(
+            result.C, self.n_clusters, self.random_state, self.eigen_solver
+        )
 
         coef = result.C.T
         self.n_iter_ = result.n_iter
