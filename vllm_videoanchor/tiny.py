@@ -1,0 +1,158 @@
+"""Tiny random-weight vision-language models, built offline (no hub), for the demo and tests.
+
+    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl
+
+writes a standard Hugging Face model directory (config, safetensors weights, a byte-level
+BPE tokenizer trained here with the Qwen2-VL special tokens and chat template, image and
+video processor configs) that both transformers and vLLM load. A few MB; a few seconds.
+Text: 2 layers, hidden 128, 4 heads of 32 (CPU attention's smallest head size), 2 KV heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import cpu_compat
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+ARCHS = ("qwen2_5_vl", "qwen2_vl")
+VOCAB_SIZE = 512
+HIDDEN = 128
+
+# The Qwen2-VL chat template, reduced to what the tests and the demo send.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or part['type'] == 'image_url' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or part['type'] == 'video_url' %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = (
+    "The camera moves through a room with a table, two chairs, a window and a lamp. "
+    "How many chairs are there? Which object is closest to the door? Describe the video. "
+    "user assistant system You are a helpful assistant. left right above below near far "
+    "red green blue yellow square circle moving static frame image picture scene object "
+    "0 1 2 3 4 5 6 7 8 9 ten twenty distance meters what where when why how yes no"
+)
+
+
+def build_tokenizer():
+    """A byte-level BPE tokenizer with the Qwen2-VL special tokens, trained on a tiny corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE - len(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=8192,
+    )
+
+
+def _configs(arch: str, tokenizer):
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(depth=2, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if arch == "qwen2_5_vl":
+        vision.update(hidden_size=64, intermediate_size=128, out_hidden_size=HIDDEN,
+                      window_size=112, fullatt_block_indexes=[1])
+    else:
+        vision.update(embed_dim=64, hidden_size=HIDDEN, mlp_ratio=2)
+    tokens = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return text, vision, tokens
+
+
+def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Write a tiny random-weight model of `arch` to `out_dir` and return the path."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    cpu_compat.install()
+    import torch
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    text, vision, tokens = _configs(arch, tokenizer)
+    if arch == "qwen2_5_vl":
+        config_cls = transformers.Qwen2_5_VLConfig
+        model_cls = transformers.Qwen2_5_VLForConditionalGeneration
+        processor_cls = transformers.Qwen2_5_VLProcessor
+    else:
+        config_cls = transformers.Qwen2VLConfig
+        model_cls = transformers.Qwen2VLForConditionalGeneration
+        processor_cls = transformers.Qwen2VLProcessor
+    config = config_cls(text_config=text, vision_config=vision, **tokens)
+    config.architectures = [model_cls.__name__]
+    torch.manual_seed(seed)
+    model = model_cls(config).to(torch.bfloat16)
+    model.save_pretrained(out)
+    pixels = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    processor = processor_cls(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--arch", choices=ARCHS, default="qwen2_5_vl")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_model(args.out_dir, args.arch, args.seed))
+
+
+if __name__ == "__main__":
+    main()
