@@ -18,6 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .ssc import SparseSubspaceClustering
 
 SCORE_EPS = 1e-5  # the reference's guard in (s_hat - min) / (max - min + 1e-5)
+# AnchorParams fields that are SparseSubspaceClustering parameters of the same name
+ESTIMATOR_FIELDS = {
+    "n_clusters", "rho", "alpha_e", "alpha_z", "eps", "max_iter", "affine", "pca_rank",
+    "random_state", "dtype", "solver",
+}
 
 
 class AnchorParams(BaseModel):
@@ -47,21 +52,8 @@ class AnchorParams(BaseModel):
 
     def estimator(self, device=None, backend: str = "torch") -> SparseSubspaceClustering:
         """The clustering estimator these parameters describe."""
-        return SparseSubspaceClustering(
-            n_clusters=self.n_clusters,
-            rho=self.rho,
-            alpha_e=self.alpha_e,
-            alpha_z=self.alpha_z,
-            eps=self.eps,
-            max_iter=self.max_iter,
-            affine=self.affine,
-            pca_rank=self.pca_rank,
-            random_state=self.random_state,
-            device=device,
-            dtype=self.dtype,
-            solver=self.solver,
-            backend=backend,
-        )
+        knobs = self.model_dump(include=ESTIMATOR_FIELDS)
+        return SparseSubspaceClustering(**knobs, device=device, backend=backend)
 
 
 @dataclass
