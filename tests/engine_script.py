@@ -1,0 +1,76 @@
+"""Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
+
+    python tests/engine_script.py MODEL_DIR
+
+Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
+reports tokens and logprobs for a video, an image and a text prompt, and what happens to
+requests that carry the `anchor` option.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def video_item(seed=0):
+    frames = np.random.default_rng(seed).uniform(0, 255, (8, 112, 112, 3)).astype(np.uint8)
+    meta = {"total_num_frames": 8, "fps": 2.0, "duration": 4.0, "video_backend": "opencv",
+            "frames_indices": list(range(8)), "do_sample_frames": False}
+    return frames, meta
+
+
+def image_item(seed=1):
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).uniform(0, 255, (112, 112, 3)).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def summary(output):
+    completion = output.outputs[0]
+    return {
+        "tokens": list(completion.token_ids),
+        "logprobs": [{str(k): v.logprob for k, v in step.items()} for step in completion.logprobs],
+        "prompt_logprobs": [
+            None if step is None else {str(k): v.logprob for k, v in step.items()}
+            for step in output.prompt_logprobs
+        ],
+    }
+
+
+def main(model):
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model, max_model_len=2048, enforce_eager=True, dtype="float32",
+              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=2048)
+    params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
+    prompts = {
+        "video": {"prompt": PROMPT.format(media=VIDEO), "multi_modal_data": {"video": video_item()}},
+        "image": {"prompt": PROMPT.format(media=IMAGE), "multi_modal_data": {"image": image_item()}},
+        "text": {"prompt": PROMPT.format(media="")},
+    }
+    results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
+
+    anchored = dict(prompts["video"], mm_processor_kwargs={"anchor": True})
+    bad = dict(prompts["video"], mm_processor_kwargs={"anchor": {"alpha_k": -1}})
+    for name, prompt in (("anchor_true", anchored), ("anchor_bad", bad)):
+        try:
+            llm.generate(prompt, params)
+            results[name] = "accepted"
+        except Exception as exc:  # the engine must answer with an error, then keep serving
+            results[name] = f"{type(exc).__name__}: {exc}"
+    results["after_errors"] = summary(llm.generate(prompts["video"], params)[0])
+    print("RESULTS " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

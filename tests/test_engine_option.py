@@ -1,0 +1,45 @@
+"""The `anchor` request option: parsing, errors that name the field, and its tensor form."""
+
+import pytest
+import torch
+
+from vllm_videoanchor.anchor import AnchorParams
+from vllm_videoanchor.engine.option import (
+    FIELDS, decode, encode, parse_anchor_option, split_anchor_option)
+
+
+@pytest.mark.parametrize("value", [None, False])
+def test_off(value):
+    assert parse_anchor_option(value) is None
+    assert encode(None).sum() == 0 and decode(encode(None)) is None
+
+
+def test_true_means_defaults_and_objects_are_fields():
+    assert parse_anchor_option(True) == AnchorParams()
+    assert parse_anchor_option({"alpha_k": 3, "n_clusters": 2}) == AnchorParams(alpha_k=3.0, n_clusters=2)
+
+
+@pytest.mark.parametrize(
+    "value, field",
+    [({"alpha_k": -1}, "alpha_k"), ({"n_clusters": 0}, "n_clusters"), ({"bogus": 1}, "bogus"),
+     ({"solver": "magic"}, "solver"), ("yes", "anchor"), (3, "anchor")],
+)
+def test_bad_values_name_the_field(value, field):
+    with pytest.raises(ValueError, match=field):
+        parse_anchor_option(value)
+
+
+def test_split_removes_the_option():
+    params, rest = split_anchor_option({"anchor": True, "fps": 2})
+    assert params == AnchorParams() and rest == {"fps": 2}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [AnchorParams(), AnchorParams(alpha_k=0.5, n_clusters=3, affine=False, solver="dense",
+                                  dtype="float64", pca_rank=16, max_iter=77, eps=1e-6)],
+)
+def test_round_trip(params):
+    vector = encode(params)
+    assert vector.shape == (1 + len(FIELDS),) and vector.dtype == torch.float64
+    assert decode(vector) == params

@@ -1,0 +1,80 @@
+"""The per-request `anchor` option: parsed from mm_processor_kwargs, carried as a tensor.
+
+A request asks for anchoring with `mm_processor_kwargs={"anchor": ...}`: absent, None or
+False is off, True is the defaults, a mapping is `AnchorParams` fields. The parsed
+parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
+carries per-item tensors, and all items must have the same fields): an "enabled" flag,
+then the fields in `AnchorParams` order, literals as their index. No vLLM import here.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+
+import torch
+
+from ..anchor import AnchorParams
+
+ANCHOR_KEY = "anchor"
+FIELDS = tuple(AnchorParams.model_fields)
+
+
+def _literal_choices(name: str) -> tuple | None:
+    annotation = AnchorParams.model_fields[name].annotation
+    return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+
+
+def parse_anchor_option(value: object) -> AnchorParams | None:
+    """None when anchoring is off; AnchorParams otherwise. ValueError names the bad field."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AnchorParams()
+    if isinstance(value, AnchorParams):
+        return value
+    if isinstance(value, Mapping):
+        return AnchorParams.model_validate(dict(value))  # pydantic.ValidationError is a ValueError
+    raise ValueError(
+        f"{ANCHOR_KEY} must be true, false or an object of anchor parameters, "
+        f"got {type(value).__name__}"
+    )
+
+
+def split_anchor_option(kwargs: Mapping[str, object]) -> tuple[AnchorParams | None, dict]:
+    """The parsed option and the remaining processor kwargs (without `anchor`)."""
+    rest = {k: v for k, v in kwargs.items() if k != ANCHOR_KEY}
+    return parse_anchor_option(kwargs.get(ANCHOR_KEY)), rest
+
+
+def encode(params: AnchorParams | None) -> torch.Tensor:
+    """(1 + len(FIELDS),) float64: [enabled, field values...]; all zeros when off."""
+    vector = torch.zeros(1 + len(FIELDS), dtype=torch.float64)
+    if params is None:
+        return vector
+    vector[0] = 1.0
+    for i, name in enumerate(FIELDS, start=1):
+        value = getattr(params, name)
+        choices = _literal_choices(name)
+        vector[i] = choices.index(value) if choices else float(value)
+    return vector
+
+
+def decode(vector: torch.Tensor) -> AnchorParams | None:
+    """Inverse of `encode`."""
+    values = vector.double().tolist()
+    if values[0] == 0.0:
+        return None
+    fields = {}
+    for name, value in zip(FIELDS, values[1:]):
+        choices = _literal_choices(name)
+        annotation = AnchorParams.model_fields[name].annotation
+        if choices:
+            fields[name] = choices[int(value)]
+        elif annotation is bool:
+            fields[name] = bool(value)
+        elif annotation is int:
+            fields[name] = int(value)
+        else:
+            fields[name] = float(value)
+    return AnchorParams(**fields)
