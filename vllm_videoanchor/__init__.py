@@ -19,13 +19,18 @@ ANCHORED_MODELS = {
 }
 
 
+ANCHORED_CPU_BACKEND = "vllm_videoanchor.engine.attention.AnchoredCPUAttentionBackend"
+
+
 def register() -> None:
     """vLLM plugin entry point (idempotent): the anchored models replace the stock ones."""
     global _registered
     if _registered:
         return
     from vllm import ModelRegistry
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
 
     for architecture, target in ANCHORED_MODELS.items():
         ModelRegistry.register_model(architecture, target)
+    register_backend(AttentionBackendEnum.CPU_ATTN, ANCHORED_CPU_BACKEND)
     _registered = True

@@ -10,7 +10,10 @@ blocks. A new model is a small subclass of its vLLM class with these mixins.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+
+import torch
 
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
@@ -27,10 +30,29 @@ from vllm.model_executor.models.qwen2_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
 
-from .option import ANCHOR_KEY, encode, split_anchor_option
+from ..anchor import compute_anchor_gains
+from .gains import GAIN_COLUMNS, GAINS, pack_gains, unpack_gains
+from .option import ANCHOR_KEY, decode, encode, split_anchor_option
+
+logger = logging.getLogger(__name__)
 
 # per-item field carrying the encoded option, per modality, and the key giving the item count
 ITEM_FIELDS = {"video": ("video_anchor", "video_grid_thw"), "image": ("image_anchor", "image_grid_thw")}
+
+
+# the keys that introduce a modality in embed_multimodal's kwargs (their order is the
+# order of the returned items, in every Qwen-VL model)
+MODALITY_KEYS = {"pixel_values": "image", "image_embeds": "image",
+                 "pixel_values_videos": "video", "video_embeds": "video"}
+
+
+def modality_order(kwargs: Mapping[str, object]) -> list[str]:
+    order = []
+    for key in kwargs:
+        modality = MODALITY_KEYS.get(key)
+        if modality and modality not in order:
+            order.append(modality)
+    return order
 
 
 class AnchorProcessingInfoMixin:
@@ -47,22 +69,107 @@ class AnchorProcessorMixin:
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]):
         params, rest = split_anchor_option(hf_kwargs)
         if params is not None:
-            raise ValueError(
-                f"{ANCHOR_KEY}: anchored attention is not available in this version of "
-                "vllm-videoanchor yet (the option is validated and carried, not applied)"
-            )
+            from vllm.platforms import current_platform
+
+            if not current_platform.is_cpu():
+                raise ValueError(
+                    f"{ANCHOR_KEY}: anchored attention is only wired for vLLM's CPU "
+                    "attention backend in this version"
+                )
         outputs = super()._call_hf_processor(hf_data, rest)
+        if params is not None:
+            self._check_token_counts(params, outputs)
         vector = encode(params)
         for field, count_key in ITEM_FIELDS.values():
             if count_key in outputs:
                 outputs[field] = vector.expand(len(outputs[count_key]), -1).clone()
         return outputs
 
+    def _check_token_counts(self, params, outputs) -> None:
+        """Knobs bounded by an item's number of visual tokens are checked here, before the
+        engine sees the request (the solver would raise inside the model runner)."""
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        width = self.info.get_hf_config().get_text_config().hidden_size
+        for _, count_key in ITEM_FIELDS.values():
+            for grid in outputs.get(count_key, []):
+                n_tokens = int(grid.prod()) // merge**2
+                if params.n_clusters > n_tokens:
+                    raise ValueError(
+                        f"{ANCHOR_KEY}.n_clusters={params.n_clusters} exceeds the {n_tokens} "
+                        "visual tokens of an item"
+                    )
+                if params.pca_rank > min(n_tokens, width):
+                    raise ValueError(
+                        f"{ANCHOR_KEY}.pca_rank={params.pca_rank} exceeds "
+                        f"min(visual tokens, hidden size) = {min(n_tokens, width)}"
+                    )
+                if n_tokens < 2:
+                    raise ValueError(f"{ANCHOR_KEY}: an item needs at least 2 visual tokens")
+
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
         for modality, (field, _) in ITEM_FIELDS.items():
             config[field] = MultiModalFieldConfig.batched(modality, keep_on_cpu=True)
         return config
+
+
+class AnchorModelMixin:
+    """Computes gains for anchored items and hands them to the attention, per step.
+
+    `embed_multimodal` returns anchored items with GAIN_COLUMNS extra columns (they are
+    cached with the embedding, so chunked prefill and encoder-cache hits keep them);
+    `embed_input_ids` strips them and publishes the step's per-token gains.
+    """
+
+    def embed_multimodal(self, **kwargs: object):
+        encoded = {m: kwargs.pop(field, None) for m, (field, _) in ITEM_FIELDS.items()}
+        embeddings = list(super().embed_multimodal(**kwargs))
+        vectors = [
+            vector
+            for modality in modality_order(kwargs)
+            if encoded.get(modality) is not None
+            for vector in encoded[modality]
+        ]
+        if vectors and len(vectors) != len(embeddings):
+            raise RuntimeError(
+                f"anchor: {len(vectors)} item options for {len(embeddings)} embeddings"
+            )
+        for item, vector in enumerate(vectors):
+            params = decode(vector)
+            if params is None:
+                continue
+            try:
+                gains = compute_anchor_gains(embeddings[item].float(), params)
+            except ValueError as exc:  # degenerate tokens: never take the engine down
+                logger.warning("anchor: item left unanchored: %s", exc)
+            else:
+                embeddings[item] = pack_gains(embeddings[item], gains.gain_k, gains.gain_v)
+        return tuple(embeddings)
+
+    def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
+        hidden = self.config.get_text_config().hidden_size
+        packed = [e.shape[-1] == hidden + GAIN_COLUMNS for e in multimodal_embeddings or ()]
+        if not any(packed):
+            GAINS.publish_step(None)
+            return super().embed_input_ids(
+                input_ids, multimodal_embeddings, is_multimodal=is_multimodal
+            )
+        stripped, gains_k, gains_v = [], [], []
+        for embedding, has_gains in zip(multimodal_embeddings, packed):
+            if has_gains:
+                embedding, gain_k, gain_v = unpack_gains(embedding)
+            else:
+                gain_k = gain_v = torch.ones(embedding.shape[0], device=embedding.device)
+            stripped.append(embedding)
+            gains_k.append(gain_k)
+            gains_v.append(gain_v)
+        step_k = torch.ones(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
+        step_v = torch.ones_like(step_k)
+        mask = is_multimodal.to(input_ids.device)
+        step_k[mask] = torch.cat(gains_k).to(step_k.device)
+        step_v[mask] = torch.cat(gains_v).to(step_v.device)
+        GAINS.publish_step((step_k, step_v))
+        return super().embed_input_ids(input_ids, stripped, is_multimodal=is_multimodal)
 
 
 class AnchoredQwen2_5_VLProcessingInfo(AnchorProcessingInfoMixin, Qwen2_5_VLProcessingInfo):
@@ -78,7 +185,7 @@ class AnchoredQwen2_5_VLMultiModalProcessor(AnchorProcessorMixin, Qwen2_5_VLMult
     info=AnchoredQwen2_5_VLProcessingInfo,
     dummy_inputs=Qwen2_5_VLDummyInputsBuilder,
 )
-class AnchoredQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+class AnchoredQwen2_5_VLForConditionalGeneration(AnchorModelMixin, Qwen2_5_VLForConditionalGeneration):
     pass
 
 
@@ -95,5 +202,5 @@ class AnchoredQwen2VLMultiModalProcessor(AnchorProcessorMixin, Qwen2VLMultiModal
     info=AnchoredQwen2VLProcessingInfo,
     dummy_inputs=Qwen2VLDummyInputsBuilder,
 )
-class AnchoredQwen2VLForConditionalGeneration(Qwen2VLForConditionalGeneration):
+class AnchoredQwen2VLForConditionalGeneration(AnchorModelMixin, Qwen2VLForConditionalGeneration):
     pass

@@ -1,0 +1,77 @@
+"""Per-token gains of the current step, and the per-slot gain cache that outlives it.
+
+`embed_input_ids` (eager, once per step, before the decoder) publishes the gains of the
+step's tokens; the first attention layer of the step writes them at the step's KV slots,
+so that a slot's gains always describe the K/V it holds (later chunks and prefix-cache
+hits read them back through the block table). Anchored attention over a context whose
+gains are all 1 is plain attention, so a request needs the anchored path iff its context
+holds a gain != 1: no request ids needed. Until the first anchored request, nothing is
+written or read (one flag check per layer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Anchored items carry their gains as extra embedding columns: g_K and g_V, each split into
+# a high and a low part in the model's dtype (bfloat16 alone would round 1 + 9.5 s to ~1 %).
+GAIN_COLUMNS = 4
+
+
+def pack_gains(embedding: torch.Tensor, gain_k: torch.Tensor, gain_v: torch.Tensor) -> torch.Tensor:
+    """embedding [N, H] -> [N, H + 4] with (g_K hi, g_K lo, g_V hi, g_V lo)."""
+    columns = []
+    for gain in (gain_k, gain_v):
+        gain = gain.to(torch.float32)
+        high = gain.to(embedding.dtype)
+        low = (gain - high.float()).to(embedding.dtype)
+        columns += [high, low]
+    return torch.cat([embedding, torch.stack(columns, dim=1).to(embedding.device)], dim=1)
+
+
+def unpack_gains(packed: torch.Tensor):
+    """Inverse of `pack_gains`: (embedding [N, H], g_K [N], g_V [N]) in float32."""
+    tail = packed[:, -GAIN_COLUMNS:].float()
+    return packed[:, :-GAIN_COLUMNS], tail[:, 0] + tail[:, 1], tail[:, 2] + tail[:, 3]
+
+
+class GainState:
+    """Process-wide state shared by the model's embedding step and its attention layers."""
+
+    def __init__(self) -> None:
+        self.step_gains: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pending_write = False
+        self.live = False  # some slot may hold a gain != 1
+        self.slot_gain_k: torch.Tensor | None = None
+        self.slot_gain_v: torch.Tensor | None = None
+
+    def publish_step(self, gains: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Gains of this step's tokens (None: all 1)."""
+        self.step_gains = gains
+        self.pending_write = gains is not None or self.live
+
+    def active(self) -> bool:
+        return self.pending_write or self.live
+
+    def write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:
+        """Once per step: store the step's gains at its KV slots."""
+        if not self.pending_write:
+            return
+        self.pending_write = False
+        if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots:
+            self.slot_gain_k = torch.ones(num_slots, dtype=torch.float32, device=slot_mapping.device)
+            self.slot_gain_v = torch.ones_like(self.slot_gain_k)
+        n = slot_mapping.numel()
+        valid = slot_mapping >= 0
+        slots = slot_mapping[valid].long()
+        if self.step_gains is None:
+            self.slot_gain_k[slots] = 1.0
+            self.slot_gain_v[slots] = 1.0
+        else:
+            gain_k, gain_v = (g[:n].to(slot_mapping.device)[valid] for g in self.step_gains)
+            self.slot_gain_k[slots] = gain_k
+            self.slot_gain_v[slots] = gain_v
+            self.live = True
+
+
+GAINS = GainState()
