@@ -25,6 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(PY) -m vllm_videoanchor.demo
+	$(PY) examples/offline_video.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

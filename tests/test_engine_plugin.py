@@ -98,3 +98,12 @@ def test_compiled_mode_gives_the_same_anchoring(model, plugin):
     compiled = run_engine(model, "--compiled")
     for name in ("video", "anchored"):
         assert max_logprob_diff(compiled[name], plugin[name]) < 1e-4, name
+
+
+def test_bfloat16_model(model):
+    """Gains ride in bfloat16 embedding columns (high and low parts): still applied, and
+    unit gains still give the plain answer."""
+    bf16 = run_engine(model, "--dtype", "bfloat16")
+    assert max_logprob_diff(bf16["anchored"], bf16["video"]) > 1e-2
+    assert max_logprob_diff(bf16["zero_alphas"], bf16["video"]) < 1e-5
+    assert bf16["anchored_again"] == bf16["anchored"]
