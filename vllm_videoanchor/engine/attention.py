@@ -15,7 +15,7 @@ from vllm.v1.attention.backends.cpu_attn import (
     CPUAttentionMetadataBuilder,
 )
 
-from .anchored_attention import anchored_paged_attention, context_slots
+from .anchored_attention import anchored_paged_attention
 from .gains import GAINS
 
 
@@ -60,9 +60,7 @@ class AnchoredCPUAttentionImpl(CPUAttentionBackendImpl):
         if attn_metadata is None or not GAINS.active() or self.attn_type != AttentionType.DECODER:
             return output
         num_blocks, _, block_size, _ = kv_cache.shape
-        n_tokens = attn_metadata.num_actual_tokens
-        GAINS.write_slots(attn_metadata.slot_mapping[:n_tokens], num_blocks * block_size)
-        requests = self._anchored_requests(attn_metadata, block_size)
+        requests = GAINS.begin_step(attn_metadata, num_blocks * block_size, block_size)
         if requests:
             if getattr(layer, "isa", None) not in SUPPORTED_ISAS:
                 raise NotImplementedError(
@@ -71,22 +69,6 @@ class AnchoredCPUAttentionImpl(CPUAttentionBackendImpl):
                 )
             self._recompute(requests, query, kv_cache, attn_metadata, output)
         return output
-
-    @staticmethod
-    def _anchored_requests(metadata, block_size):
-        starts = metadata.query_start_loc.tolist()
-        lengths = metadata.seq_lens.tolist()
-        prefilling = getattr(metadata, "is_prefilling", None)
-        chosen = []
-        for r, context_len in enumerate(lengths):
-            q_len = starts[r + 1] - starts[r]
-            is_prefill = bool(prefilling[r]) if prefilling is not None else q_len > 1
-            if q_len == 0 or not is_prefill:
-                continue
-            slots = context_slots(metadata.block_table[r], context_len, block_size)
-            if bool((GAINS.slot_gain_k[slots] != 1).any() | (GAINS.slot_gain_v[slots] != 1).any()):
-                chosen.append(r)
-        return chosen
 
     def _recompute(self, requests, query, kv_cache, metadata, output):
         key_cache, value_cache = paged_views(kv_cache)

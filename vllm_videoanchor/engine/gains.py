@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .anchored_attention import context_slots
+
 # Anchored items carry their gains as extra embedding columns: g_K and g_V, each split into
 # a high and a low part in the model's dtype (bfloat16 alone would round 1 + 9.5 s to ~1 %).
 GAIN_COLUMNS = 4
@@ -44,6 +46,8 @@ class GainState:
         self.live = False  # some slot may hold a gain != 1
         self.slot_gain_k: torch.Tensor | None = None
         self.slot_gain_v: torch.Tensor | None = None
+        self.step_requests: list[int] = []  # requests of this step needing the anchored path
+        self._step_metadata = None  # the attention metadata step_requests were found for
 
     def publish_step(self, gains: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """Gains of this step's tokens (None: all 1)."""
@@ -53,11 +57,37 @@ class GainState:
     def active(self) -> bool:
         return self.pending_write or self.live
 
-    def write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:
-        """Once per step: store the step's gains at its KV slots."""
-        if not self.pending_write:
-            return
-        self.pending_write = False
+    def begin_step(self, metadata, num_slots: int, block_size: int) -> list[int]:
+        """Called by every attention layer; the first of the step stores the step's gains at
+        its KV slots, and the requests needing the anchored path are found once per metadata
+        object (layers sharing a KV-cache group share it), not once per layer."""
+        if self.pending_write:
+            self.pending_write = False
+            n_tokens = metadata.num_actual_tokens
+            self._write_slots(metadata.slot_mapping[:n_tokens], num_slots)
+            self._step_metadata = None
+        if metadata is not self._step_metadata:
+            self._step_metadata = metadata
+            self.step_requests = self._anchored_requests(metadata, block_size)
+        return self.step_requests
+
+    def _anchored_requests(self, metadata, block_size: int) -> list[int]:
+        """Prefilling requests whose context holds a gain != 1 (decode rows stay plain)."""
+        starts = metadata.query_start_loc.tolist()
+        prefilling = getattr(metadata, "is_prefilling", None)
+        chosen = []
+        for r, context_len in enumerate(metadata.seq_lens.tolist()):
+            q_len = starts[r + 1] - starts[r]
+            is_prefill = bool(prefilling[r]) if prefilling is not None else q_len > 1
+            if q_len == 0 or not is_prefill:
+                continue
+            slots = context_slots(metadata.block_table[r], context_len, block_size)
+            if bool((self.slot_gain_k[slots] != 1).any() | (self.slot_gain_v[slots] != 1).any()):
+                chosen.append(r)
+        return chosen
+
+    def _write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:
+        """Store the step's gains (1 where none were published) at its KV slots."""
         if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots:
             self.slot_gain_k = torch.ones(num_slots, dtype=torch.float32, device=slot_mapping.device)
             self.slot_gain_v = torch.ones_like(self.slot_gain_k)
