@@ -38,6 +38,7 @@ def image_item(seed=1):
 def summary(output):
     completion = output.outputs[0]
     return {
+        "prompt_token_ids": list(output.prompt_token_ids),
         "tokens": list(completion.token_ids),
         "logprobs": [{str(k): v.logprob for k, v in step.items()} for step in completion.logprobs],
         "prompt_logprobs": [

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import reference
+from engine_script import ANCHORS, PROMPT, VIDEO, video_item
+from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.tiny import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -78,6 +82,57 @@ def test_mixed_batch_equals_solo_requests(plugin):
     assert max_logprob_diff(anchored, plugin["anchored"]) < 1e-5
     assert max_logprob_diff(plain, plugin["video"]) < 1e-5
     assert max_logprob_diff(text, plugin["text"]) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def dense(model):
+    from hf_reference import DenseReference
+
+    return DenseReference(model)
+
+
+@pytest.fixture(scope="module")
+def video_inputs(dense):
+    frames, meta = video_item()
+    return dense.video_inputs(PROMPT.format(media=VIDEO), frames, meta)
+
+
+def actual_prompt_logprobs(result):
+    """vLLM's log p(prompt token i | tokens < i), i >= 1, as an array."""
+    ids = result["prompt_token_ids"]
+    return np.array([result["prompt_logprobs"][i][str(ids[i])] for i in range(1, len(ids))])
+
+
+def test_dense_reference_reproduces_plain_vllm(plugin, dense, video_inputs):
+    """Checks the reference itself: same prompt tokens, same plain prompt logprobs."""
+    assert plugin["video"]["prompt_token_ids"] == video_inputs["input_ids"][0].tolist()
+    np.testing.assert_allclose(actual_prompt_logprobs(plugin["video"]),
+                               dense.prompt_logprobs(video_inputs), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["anchored", "keys_only", "one_cluster", "defaults"])
+def test_anchored_prefill_equals_dense_reference(plugin, dense, video_inputs, case):
+    """Same gains, applied densely by hand: vLLM's anchored prompt logprobs agree to float32
+    precision (and differ from plain ones by far more)."""
+    option = ANCHORS[case]
+    params = AnchorParams() if option is True else AnchorParams(**option)
+    gains = compute_anchor_gains(dense.visual_tokens(video_inputs), params)
+    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, gains.gain_k),
+                                     dense.per_position(video_inputs, gains.gain_v))
+    got = actual_prompt_logprobs(plugin[case])
+    np.testing.assert_allclose(got, expected, atol=5e-5)
+    assert np.abs(got - actual_prompt_logprobs(plugin["video"])).max() > 1e-2
+
+
+def test_anchored_prefill_equals_fully_independent_reference(plugin, dense, video_inputs):
+    """One cluster, so the score is the row sum of C alone: gains from the test's dense NumPy
+    ADMM (float64), applied by the dense attention; agreement within bf16 tolerance."""
+    tokens = dense.visual_tokens(video_inputs).double().numpy()
+    C, _ = reference.admm(tokens.T)
+    _, gain_k, gain_v = reference.gains(C, np.zeros(len(tokens), dtype=int), 9.5, 2.5)
+    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, gain_k),
+                                     dense.per_position(video_inputs, gain_v))
+    np.testing.assert_allclose(actual_prompt_logprobs(plugin["one_cluster"]), expected, atol=1e-3)
 
 
 def test_bad_options_are_rejected_and_the_engine_keeps_serving(plugin):

@@ -1,0 +1,108 @@
+"""Dense reference for anchored prefill: the tiny model run whole in Hugging Face transformers,
+with an attention function written here from DESIGN.md section 1 (float64, full causal matrix,
+log-gain on key logits, gain on values), and vLLM's M-RoPE position numbering passed in
+explicitly (transformers numbers text after a video differently). Shares no code with the
+plugin: the gains it applies are given by the caller."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ATTENTION = "videoanchor_dense_reference"
+_GAINS: dict[str, torch.Tensor | None] = {"k": None, "v": None}
+
+
+def anchored_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """query [B, H, L, D], key/value [B, H_kv, L, D] -> ([B, L, H, D], probabilities)."""
+    groups = query.shape[1] // key.shape[1]
+    q = query.double()
+    k = key.double().repeat_interleave(groups, dim=1)
+    v = value.double().repeat_interleave(groups, dim=1)
+    length = q.shape[2]
+    gain_k = _GAINS["k"] if _GAINS["k"] is not None else torch.ones(length, dtype=torch.float64)
+    gain_v = _GAINS["v"] if _GAINS["v"] is not None else torch.ones(length, dtype=torch.float64)
+    scores = q @ k.transpose(-1, -2) * scaling
+    future = torch.ones(length, length, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(future, float("-inf")) + gain_k.log()
+    probs = torch.softmax(scores, dim=-1)
+    out = probs @ (gain_v[:, None] * v)
+    return out.transpose(1, 2).contiguous().to(query.dtype), probs.to(query.dtype)
+
+
+def _register():
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import eager_mask
+
+    AttentionInterface.register(ATTENTION, anchored_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+def strip_sampling_flag(meta: dict) -> dict:
+    """vLLM's video metadata carries do_sample_frames; transformers' VideoMetadata does not."""
+    return {k: v for k, v in meta.items() if k != "do_sample_frames"}
+
+
+class DenseReference:
+    """Loads MODEL_DIR in transformers (float32) and scores prompts with given per-token gains."""
+
+    def __init__(self, model_dir):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        _register()
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+        self.model.config.text_config._attn_implementation = ATTENTION
+        self.config = self.model.config
+
+    def video_inputs(self, prompt, frames, meta):
+        return self.processor(text=[prompt], videos=[frames], video_metadata=[strip_sampling_flag(meta)],
+                              do_sample_frames=False, return_tensors="pt")
+
+    @torch.no_grad()
+    def visual_tokens(self, inputs) -> torch.Tensor:
+        """The rows that replace the video placeholders in the LM input: [N, hidden]."""
+        out = self.model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        return torch.cat(list(out.pooler_output)) if isinstance(out.pooler_output, (list, tuple)) else out.pooler_output
+
+    def positions(self, inputs) -> torch.Tensor:
+        """vLLM's M-RoPE numbering: text runs continue from the largest position so far + 1."""
+        ids = inputs["input_ids"][0].tolist()
+        merge = self.config.vision_config.spatial_merge_size
+        t, h, w = (int(x) for x in inputs["video_grid_thw"][0])
+        h, w = h // merge, w // merge
+        seconds = inputs.get("second_per_grid_ts")
+        t_factor = (float(seconds[0]) if seconds is not None else 1.0) * getattr(
+            self.config.vision_config, "tokens_per_second", 1.0)
+        start = ids.index(self.config.video_token_id)
+        before = np.broadcast_to(np.arange(start), (3, start))
+        grid = np.indices((t, h, w)).reshape(3, -1).astype(np.int64)
+        grid[0] = (grid[0] * t_factor).astype(np.int64)
+        video = grid + start
+        rest = len(ids) - start - t * h * w
+        after = np.broadcast_to(np.arange(rest), (3, rest)) + video.max() + 1
+        return torch.from_numpy(np.concatenate([before, video, after], axis=1).copy())
+
+    @torch.no_grad()
+    def prompt_logprobs(self, inputs, gain_k=None, gain_v=None) -> np.ndarray:
+        """log p(token i+1 | tokens <= i) for every prompt position, with per-position gains."""
+        _GAINS["k"] = None if gain_k is None else torch.as_tensor(gain_k, dtype=torch.float64)
+        _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
+        try:
+            extra = {k: inputs[k] for k in ("second_per_grid_ts",) if k in inputs}
+            logits = self.model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"],
+                                video_grid_thw=inputs["video_grid_thw"],
+                                position_ids=self.positions(inputs)[:, None, :], **extra).logits[0]
+        finally:
+            _GAINS["k"] = _GAINS["v"] = None
+        ids = inputs["input_ids"][0]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        return logprobs[:-1].gather(1, ids[1:, None])[:, 0].numpy()
+
+    def per_position(self, inputs, token_values) -> np.ndarray:
+        """Spreads per-visual-token values over the prompt (1 at text positions)."""
+        ids = inputs["input_ids"][0].numpy()
+        out = np.ones(len(ids))
+        out[ids == self.config.video_token_id] = np.asarray(token_values, dtype=np.float64)
+        return out
