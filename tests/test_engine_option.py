@@ -5,7 +5,7 @@ import torch
 
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.engine.option import (
-    FIELDS, decode, encode, parse_anchor_option, split_anchor_option)
+    FIELDS, VECTOR_SIZE, content_digest, decode, encode, item_digest, parse_anchor_option, split_anchor_option)
 
 
 @pytest.mark.parametrize("value", [None, False])
@@ -40,6 +40,18 @@ def test_split_removes_the_option():
                                   dtype="float64", pca_rank=16, max_iter=77, eps=1e-6)],
 )
 def test_round_trip(params):
-    vector = encode(params)
-    assert vector.shape == (1 + len(FIELDS),) and vector.dtype == torch.float64
+    vector = encode(params, digest=2**48 - 1)
+    assert vector.shape == (VECTOR_SIZE,) and vector.dtype == torch.float64
     assert decode(vector) == params
+    assert item_digest(vector) == 2**48 - 1  # exact in float64
+
+
+def test_content_digest_depends_on_every_byte():
+    pixels = torch.arange(12, dtype=torch.float32)
+    grid = torch.tensor([1, 2, 6])
+    changed = pixels.clone()
+    changed[5] += 1e-3
+    assert content_digest(pixels, grid) == content_digest(pixels.clone(), grid.clone())
+    assert content_digest(pixels, grid) != content_digest(changed, grid)
+    assert content_digest(pixels, grid) != content_digest(pixels, torch.tensor([1, 6, 2]))
+    assert 0 <= content_digest(pixels) < 2**48

@@ -1,11 +1,13 @@
 """Tiny random-weight vision-language models, built offline (no hub), for the demo and tests.
 
-    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl
+    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl [--size tiny|small]
 
 writes a standard Hugging Face model directory (config, safetensors weights, a byte-level
 BPE tokenizer trained here with the Qwen2-VL special tokens and chat template, image and
 video processor configs) that both transformers and vLLM load. A few MB; a few seconds.
-Text: 2 layers, hidden 128, 4 heads of 32 (CPU attention's smallest head size), 2 KV heads.
+Text ("tiny", the tests' model): 2 layers, hidden 128, 4 heads of 32 (CPU attention's
+smallest head size), 2 KV heads. "small" (benchmarks): 8 layers, hidden 1024, 16 heads of 64,
+4 KV heads, and 4x the pixels per frame.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ SPECIAL_TOKENS = [
 ]
 ARCHS = ("qwen2_5_vl", "qwen2_vl")
 VOCAB_SIZE = 512
-HIDDEN = 128
+SIZES = {
+    "tiny": dict(hidden=128, intermediate=256, layers=2, heads=4, kv_heads=2, max_pixels=28 * 28 * 64),
+    "small": dict(hidden=1024, intermediate=2816, layers=8, heads=16, kv_heads=4, max_pixels=28 * 28 * 256),
+}
 
 # The Qwen2-VL chat template, reduced to what the tests and the demo send.
 CHAT_TEMPLATE = (
@@ -77,28 +82,38 @@ def build_tokenizer():
     )
 
 
-def _configs(arch: str, tokenizer):
+def _mrope_section(head_dim: int) -> list[int]:
+    """Temporal, height, width rotary sections summing to head_dim / 2 (Qwen's 16:24:24)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _configs(arch: str, tokenizer, size: dict):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden = size["hidden"]
     text = dict(
         vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden,
+        intermediate_size=size["intermediate"],
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["kv_heads"],
         max_position_embeddings=8192,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                         "mrope_section": _mrope_section(hidden // size["heads"])},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
     vision = dict(depth=2, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
     if arch == "qwen2_5_vl":
-        vision.update(hidden_size=64, intermediate_size=128, out_hidden_size=HIDDEN,
+        vision.update(hidden_size=64, intermediate_size=128, out_hidden_size=hidden,
                       window_size=112, fullatt_block_indexes=[1])
     else:
-        vision.update(embed_dim=64, hidden_size=HIDDEN, mlp_ratio=2)
+        vision.update(embed_dim=64, hidden_size=hidden, mlp_ratio=2)
     tokens = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -108,10 +123,13 @@ def _configs(arch: str, tokenizer):
     return text, vision, tokens
 
 
-def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 0) -> Path:
+def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 0,
+                     size: str = "tiny") -> Path:
     """Write a tiny random-weight model of `arch` to `out_dir` and return the path."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
     cpu_compat.install()
     import torch
     import transformers
@@ -120,7 +138,7 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    text, vision, tokens = _configs(arch, tokenizer)
+    text, vision, tokens = _configs(arch, tokenizer, SIZES[size])
     if arch == "qwen2_5_vl":
         config_cls = transformers.Qwen2_5_VLConfig
         model_cls = transformers.Qwen2_5_VLForConditionalGeneration
@@ -134,7 +152,7 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
     torch.manual_seed(seed)
     model = model_cls(config).to(torch.bfloat16)
     model.save_pretrained(out)
-    pixels = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    pixels = dict(min_pixels=28 * 28 * 4, max_pixels=SIZES[size]["max_pixels"])
     processor = processor_cls(
         image_processor=Qwen2VLImageProcessor(**pixels),
         video_processor=Qwen2VLVideoProcessor(**pixels),
@@ -150,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--arch", choices=ARCHS, default="qwen2_5_vl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=tuple(SIZES), default="tiny")
     args = parser.parse_args(argv)
-    print(build_tiny_model(args.out_dir, args.arch, args.seed))
+    print(build_tiny_model(args.out_dir, args.arch, args.seed, args.size))
 
 
 if __name__ == "__main__":

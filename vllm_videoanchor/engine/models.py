@@ -10,7 +10,10 @@ blocks. A new model is a small subclass of its vLLM class with these mixins.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -32,12 +35,33 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 
 from ..anchor import compute_anchor_gains
 from .gains import GAIN_COLUMNS, GAINS, pack_gains, unpack_gains
-from .option import ANCHOR_KEY, decode, encode, split_anchor_option
+from . import solve_log
+from .option import ANCHOR_KEY, REQUEST_TAG_KEY, content_digest, decode, encode, item_digest, split_anchor_option
+from .stats import record_failure, record_solve
 
 logger = logging.getLogger(__name__)
 
 # per-item field carrying the encoded option, per modality, and the key giving the item count
 ITEM_FIELDS = {"video": ("video_anchor", "video_grid_thw"), "image": ("image_anchor", "image_grid_thw")}
+
+
+# pixel tensors per modality (rows per item = the item's grid product)
+PIXEL_KEYS = {"video": "pixel_values_videos", "image": "pixel_values"}
+
+# server-wide bound on an anchored item's visual tokens (0 = none), set by the server
+MAX_TOKENS_ENV = "VIDEOANCHOR_MAX_VISUAL_TOKENS"
+
+# request tag -> digests of its anchored items, for the server in this process (bounded)
+REQUEST_DIGESTS: OrderedDict[str, list[int]] = OrderedDict()
+_DIGEST_BY_HASH: OrderedDict[str, int] = OrderedDict()
+_BOUND = 4096
+
+
+def _remember(table: OrderedDict, key, value) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > _BOUND:
+        table.popitem(last=False)
 
 
 # the keys that introduce a modality in embed_multimodal's kwargs (their order is the
@@ -55,6 +79,18 @@ def modality_order(kwargs: Mapping[str, object]) -> list[str]:
     return order
 
 
+def check_parallel_config(parallel_config) -> None:
+    """Pipeline parallelism is refused at start-up: only the first stage sees the embeddings
+    (and so the gains); later stages would silently run plain attention."""
+    stages = getattr(parallel_config, "pipeline_parallel_size", 1)
+    if stages > 1:
+        raise ValueError(
+            f"vllm-videoanchor does not support pipeline parallelism (pipeline_parallel_size="
+            f"{stages}): use tensor or data parallelism, or disable the plugin with "
+            "VLLM_PLUGINS set to a list without 'videoanchor'"
+        )
+
+
 class AnchorProcessingInfoMixin:
     """Keeps `anchor` away from the Hugging Face processor."""
 
@@ -65,6 +101,27 @@ class AnchorProcessingInfoMixin:
 
 class AnchorProcessorMixin:
     """Validates the option, strips it, and attaches it to every item."""
+
+    def apply(self, inputs, timing_ctx):
+        """Takes the server's request tag out before hashing; afterwards records the
+        digests of the request's anchored items under it."""
+        tag = inputs.hf_processor_mm_kwargs.get(REQUEST_TAG_KEY)
+        if tag is None:
+            return super().apply(inputs, timing_ctx)
+        kwargs = {k: v for k, v in inputs.hf_processor_mm_kwargs.items() if k != REQUEST_TAG_KEY}
+        result = super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), timing_ctx)
+        digests = []
+        for modality, (field, _) in ITEM_FIELDS.items():
+            hashes = result["mm_hashes"].get(modality, [])
+            items = result["mm_kwargs"].get(modality, [None] * len(hashes))
+            for mm_hash, item in zip(hashes, items):
+                if item is not None and field in item:
+                    _remember(_DIGEST_BY_HASH, mm_hash, item_digest(item[field].data))
+                digest = _DIGEST_BY_HASH.get(mm_hash, 0)
+                if digest:
+                    digests.append(digest)
+        _remember(REQUEST_DIGESTS, str(tag), digests)
+        return result
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]):
         params, rest = split_anchor_option(hf_kwargs)
@@ -79,11 +136,27 @@ class AnchorProcessorMixin:
         outputs = super()._call_hf_processor(hf_data, rest)
         if params is not None:
             self._check_token_counts(params, outputs)
-        vector = encode(params)
-        for field, count_key in ITEM_FIELDS.values():
+        for modality, (field, count_key) in ITEM_FIELDS.items():
             if count_key in outputs:
-                outputs[field] = vector.expand(len(outputs[count_key]), -1).clone()
+                outputs[field] = self._item_vectors(params, outputs, modality)
         return outputs
+
+    @staticmethod
+    def _item_vectors(params, outputs, modality) -> torch.Tensor:
+        """One encoded option per item, each with the digest of the item's pixels and option."""
+        field, count_key = ITEM_FIELDS[modality]
+        grids = outputs[count_key]
+        if params is None:
+            return encode(None).expand(len(grids), -1).clone()
+        option = encode(params)
+        pixels = outputs.get(PIXEL_KEYS[modality])
+        vectors, start = [], 0
+        for grid in grids:
+            rows = int(grid.prod())
+            parts = [option, grid] + ([pixels[start:start + rows]] if pixels is not None else [])
+            vectors.append(encode(params, content_digest(*parts)))
+            start += rows
+        return torch.stack(vectors)
 
     def _check_token_counts(self, params, outputs) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
@@ -105,6 +178,12 @@ class AnchorProcessorMixin:
                     )
                 if n_tokens < 2:
                     raise ValueError(f"{ANCHOR_KEY}: an item needs at least 2 visual tokens")
+                limit = int(os.environ.get(MAX_TOKENS_ENV) or 0)
+                if limit and n_tokens > limit:
+                    raise ValueError(
+                        f"{ANCHOR_KEY}: an item has {n_tokens} visual tokens, over this server's "
+                        f"limit of {limit} for anchored items (fewer frames or pixels, or anchor off)"
+                    )
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
@@ -120,6 +199,10 @@ class AnchorModelMixin:
     cached with the embedding, so chunked prefill and encoder-cache hits keep them);
     `embed_input_ids` strips them and publishes the step's per-token gains.
     """
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        check_parallel_config(vllm_config.parallel_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
 
     def embed_multimodal(self, **kwargs: object):
         encoded = {m: kwargs.pop(field, None) for m, (field, _) in ITEM_FIELDS.items()}
@@ -142,7 +225,10 @@ class AnchorModelMixin:
                 gains = compute_anchor_gains(embeddings[item].float(), params)
             except ValueError as exc:  # degenerate tokens: never take the engine down
                 logger.warning("anchor: item left unanchored: %s", exc)
+                record_failure()
             else:
+                record_solve(gains.seconds, gains.n_iter, gains.converged)
+                solve_log.write(item_digest(vector), gains.seconds, gains.n_iter, gains.converged)
                 embeddings[item] = pack_gains(embeddings[item], gains.gain_k, gains.gain_v)
         return tuple(embeddings)
 

@@ -4,7 +4,13 @@ A request asks for anchoring with `mm_processor_kwargs={"anchor": ...}`: absent,
 False is off, True is the defaults, a mapping is `AnchorParams` fields. The parsed
 parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
 carries per-item tensors, and all items must have the same fields): an "enabled" flag,
-then the fields in `AnchorParams` order, literals as their index. No vLLM import here.
+the fields in `AnchorParams` order (literals as their index), then the item's digest (a
+48-bit content hash of the item and its option, exact in float64) under which the engine
+reports the solve. No vLLM import here.
+
+The server also puts a per-request tag under REQUEST_TAG_KEY; the processor takes it out
+before hashing, so it never splits caches, and uses it to tell the server which items a
+request had.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import torch
 from ..anchor import AnchorParams
 
 ANCHOR_KEY = "anchor"
+REQUEST_TAG_KEY = "videoanchor_request"
 FIELDS = tuple(AnchorParams.model_fields)
+VECTOR_SIZE = 2 + len(FIELDS)
 
 
 def _literal_choices(name: str) -> tuple | None:
@@ -42,17 +50,18 @@ def parse_anchor_option(value: object) -> AnchorParams | None:
 
 
 def split_anchor_option(kwargs: Mapping[str, object]) -> tuple[AnchorParams | None, dict]:
-    """The parsed option and the remaining processor kwargs (without `anchor`)."""
-    rest = {k: v for k, v in kwargs.items() if k != ANCHOR_KEY}
+    """The parsed option and the remaining processor kwargs (without ours)."""
+    rest = {k: v for k, v in kwargs.items() if k not in (ANCHOR_KEY, REQUEST_TAG_KEY)}
     return parse_anchor_option(kwargs.get(ANCHOR_KEY)), rest
 
 
-def encode(params: AnchorParams | None) -> torch.Tensor:
-    """(1 + len(FIELDS),) float64: [enabled, field values...]; all zeros when off."""
-    vector = torch.zeros(1 + len(FIELDS), dtype=torch.float64)
+def encode(params: AnchorParams | None, digest: int = 0) -> torch.Tensor:
+    """(VECTOR_SIZE,) float64: [enabled, field values..., digest]; all zeros when off."""
+    vector = torch.zeros(VECTOR_SIZE, dtype=torch.float64)
     if params is None:
         return vector
     vector[0] = 1.0
+    vector[-1] = float(digest)
     for i, name in enumerate(FIELDS, start=1):
         value = getattr(params, name)
         choices = _literal_choices(name)
@@ -66,7 +75,7 @@ def decode(vector: torch.Tensor) -> AnchorParams | None:
     if values[0] == 0.0:
         return None
     fields = {}
-    for name, value in zip(FIELDS, values[1:]):
+    for name, value in zip(FIELDS, values[1:-1]):
         choices = _literal_choices(name)
         annotation = AnchorParams.model_fields[name].annotation
         if choices:
@@ -78,3 +87,18 @@ def decode(vector: torch.Tensor) -> AnchorParams | None:
         else:
             fields[name] = float(value)
     return AnchorParams(**fields)
+
+
+def item_digest(vector: torch.Tensor) -> int:
+    """The digest `encode` stored (0 when the item is not anchored)."""
+    return int(vector[-1].item())
+
+
+def content_digest(*parts: torch.Tensor) -> int:
+    """48-bit BLAKE2 digest of tensors' bytes (48 bits are exact in a float64)."""
+    import hashlib
+
+    hasher = hashlib.blake2b(digest_size=6)
+    for part in parts:
+        hasher.update(part.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(hasher.digest(), "big")

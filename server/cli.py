@@ -1,0 +1,70 @@
+"""`vllm-videoanchor serve MODEL [--anchor-* flags] [any vLLM server flags]`
+
+Starts vLLM's OpenAI-compatible server (the module entry point: `vllm serve` does not start
+under the CPU build) with the plugin, our middleware and `--trust-request-mm-kwargs` (the
+middleware reduces client kwargs to an allowlist before vLLM sees them). Our settings
+travel to every server process in the environment, as do PROMETHEUS_MULTIPROC_DIR (so
+the engine processes' solver metrics appear on /metrics) and the solve log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from .config import ServerSettings
+
+MIDDLEWARE = "vllm_videoanchor_server.middleware.AnchorMiddleware"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vllm-videoanchor", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
+                                description="Any flag not listed here goes to vLLM's server unchanged.")
+    serve.add_argument("model")
+    defaults = ServerSettings()
+    serve.add_argument("--anchor-default", choices=("on", "off"), default="on" if defaults.anchor_default else "off",
+                       help="anchor requests that carry no `anchor` option (default: off)")
+    serve.add_argument("--anchor-max-visual-tokens", type=int, default=defaults.max_visual_tokens,
+                       help="largest anchored item in visual tokens; larger ones get HTTP 400")
+    serve.add_argument("--anchor-max-iter-limit", type=int, default=defaults.max_iter_limit,
+                       help="largest `anchor.max_iter` a request may ask for")
+    serve.add_argument("--anchor-max-frames", type=int, default=defaults.max_frames,
+                       help="largest media_io_kwargs.video.num_frames a request may ask for")
+    serve.add_argument("--api-key", nargs="+", action="extend", help="passed to vLLM; also guards our layer")
+    return parser
+
+
+def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(vLLM server argv, environment additions) for `vllm-videoanchor` arguments."""
+    args, rest = _parser().parse_known_args(argv)
+    settings = ServerSettings(anchor_default=args.anchor_default == "on",
+                              max_visual_tokens=args.anchor_max_visual_tokens,
+                              max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames)
+    env = settings.to_env()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
+               "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest]
+    if args.api_key:
+        command += ["--api-key", *args.api_key]
+        env["VIDEOANCHOR_API_KEYS"] = "\n".join(args.api_key)
+    return command, env
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        command, env = server_command(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:  # pydantic: a flag out of range
+        sys.exit(f"vllm-videoanchor: {exc}")
+    environment = dict(os.environ, **env)
+    if "PROMETHEUS_MULTIPROC_DIR" not in environment:
+        environment["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="videoanchor-metrics-")
+    environment.setdefault("VIDEOANCHOR_SOLVE_LOG",
+                           os.path.join(tempfile.mkdtemp(prefix="videoanchor-"), "solves.sqlite"))
+    os.execve(sys.executable, command, environment)  # the server takes this process (signals, PID 1)
+
+
+if __name__ == "__main__":
+    main()
