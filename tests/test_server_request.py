@@ -1,0 +1,97 @@
+"""The serving layer's request rules, without a server: what reaches vLLM, what is refused."""
+
+import pytest
+
+from vllm_videoanchor.anchor import AnchorParams
+from vllm_videoanchor_server.cli import MIDDLEWARE, server_command
+from vllm_videoanchor_server.config import ServerSettings
+from vllm_videoanchor_server.request import RequestError, rewrite_request
+
+VIDEO_MESSAGE = [{"role": "user", "content": [
+    {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
+    {"type": "text", "text": "How many chairs?"}]}]
+TEXT_MESSAGE = [{"role": "user", "content": "hello"}]
+SETTINGS = ServerSettings()
+
+
+def rewrite(settings=SETTINGS, messages=VIDEO_MESSAGE, **fields):
+    return rewrite_request({"model": "m", "messages": messages, **fields}, settings, "tag1")
+
+
+@pytest.mark.parametrize("fields", [{}, {"anchor": False}, {"anchor": None}])
+def test_off_leaves_the_request_as_stock_vllm_would_see_it(fields):
+    body, decision = rewrite(**fields)
+    assert body == {"model": "m", "messages": VIDEO_MESSAGE} and not decision.applied
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"anchor": True}, AnchorParams()),
+    ({"anchor": {"n_clusters": 4, "alpha_v": 0.0}}, AnchorParams(n_clusters=4, alpha_v=0.0)),
+    ({"mm_processor_kwargs": {"anchor": {"n_clusters": 4}}}, AnchorParams(n_clusters=4)),
+])
+def test_on_becomes_the_plugins_processor_kwargs(fields, expected):
+    body, decision = rewrite(**fields)
+    assert decision.applied and decision.params == expected
+    assert "anchor" not in body
+    assert body["mm_processor_kwargs"] == {"anchor": expected.model_dump(mode="json"),
+                                           "videoanchor_request": "tag1"}
+
+
+def test_true_and_spelled_out_defaults_send_the_same_kwargs():
+    """Same kwargs, same multimodal hash: the two share encoder-cache entries and KV blocks."""
+    assert rewrite(anchor=True)[0] == rewrite(anchor=AnchorParams().model_dump())[0]
+
+
+def test_server_default_applies_only_when_the_request_is_silent():
+    on = ServerSettings(anchor_default=True)
+    assert rewrite(on)[1].applied
+    assert not rewrite(on, anchor=False)[1].applied
+
+
+def test_text_only_requests_are_never_anchored():
+    body, decision = rewrite(messages=TEXT_MESSAGE, anchor=True)
+    assert not decision.applied and "mm_processor_kwargs" not in body
+
+
+@pytest.mark.parametrize("fields, param, text", [
+    ({"anchor": {"alpha_k": -1}}, "anchor.alpha_k", "greater than or equal to 0"),
+    ({"anchor": {"n_clusters": "four"}}, "anchor.n_clusters", "valid integer"),
+    ({"anchor": {"unknown": 1}}, "anchor.unknown", "Extra inputs are not permitted"),
+    ({"anchor": "yes"}, "anchor", "must be true, false or an object"),
+    ({"anchor": {"max_iter": 10**6}}, "anchor.max_iter", "exceeds this server's limit of 10000"),
+    ({"mm_processor_kwargs": {"max_pixels": 10**9}}, "mm_processor_kwargs", "only 'anchor' is accepted"),
+    ({"mm_processor_kwargs": [1]}, "mm_processor_kwargs", "must be an object"),
+    ({"anchor": True, "mm_processor_kwargs": {"anchor": False}}, "anchor", "with different values"),
+    ({"media_io_kwargs": {"video": {"num_frames": 65}}}, "media_io_kwargs.video.num_frames", "[1, 64]"),
+    ({"media_io_kwargs": {"video": {"fps": 30}}}, "media_io_kwargs.video", "only num_frames"),
+    ({"media_io_kwargs": {"image": {"x": 1}}}, "media_io_kwargs", "only {\"video\""),
+])
+def test_bad_input_is_refused_naming_the_field(fields, param, text):
+    with pytest.raises(RequestError) as error:
+        rewrite(**fields)
+    assert error.value.param == param and text in str(error.value)
+
+
+def test_frame_count_within_the_bound_passes_through():
+    body, _ = rewrite(media_io_kwargs={"video": {"num_frames": 8}})
+    assert body["media_io_kwargs"] == {"video": {"num_frames": 8}}
+
+
+def test_settings_round_trip_through_the_environment(monkeypatch):
+    settings = ServerSettings(anchor_default=True, max_visual_tokens=512, max_iter_limit=50, max_frames=8)
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert ServerSettings.from_env() == settings
+
+
+def test_serve_command_line():
+    command, env = server_command(["serve", "/models/x", "--anchor-default", "on", "--anchor-max-visual-tokens",
+                                   "512", "--port", "9000", "--api-key", "k1", "--max-model-len", "4096"])
+    assert command[1:6] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/models/x", "--middleware"]
+    assert MIDDLEWARE in command and "--trust-request-mm-kwargs" in command
+    assert command[command.index("--port") + 1] == "9000" and "--max-model-len" in command
+    assert command[command.index("--api-key") + 1] == "k1"
+    assert env["VIDEOANCHOR_ANCHOR_DEFAULT"] == "1" and env["VIDEOANCHOR_MAX_VISUAL_TOKENS"] == "512"
+    assert env["VIDEOANCHOR_API_KEYS"] == "k1"
+    with pytest.raises(ValueError):
+        server_command(["serve", "m", "--anchor-max-frames", "0"])
