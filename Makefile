@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,bench
 export PIP_EXTRA_INDEX_URL
 
 .PHONY: demo test test-fast bench clean

