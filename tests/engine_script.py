@@ -1,6 +1,7 @@
 """Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
 
     python tests/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only] [--dtype D]
+                                            [--no-prefix-caching]
 
 Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
 reports tokens and logprobs for a video, an image and a text prompt, and what happens to
@@ -58,12 +59,12 @@ ANCHORS = {
 }
 
 
-def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32"):
+def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True):
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype,
               limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk,
-              enable_chunked_prefill=True, enable_prefix_caching=True)
+              enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
     prompts = {
         "video": {"prompt": PROMPT.format(media=VIDEO), "multi_modal_data": {"video": video_item()}},
@@ -105,5 +106,6 @@ if __name__ == "__main__":
     parser.add_argument("--compiled", action="store_true")
     parser.add_argument("--plain-only", action="store_true")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--no-prefix-caching", action="store_true")
     args = parser.parse_args()
-    main(args.model, args.chunk, args.compiled, args.plain_only, args.dtype)
+    main(args.model, args.chunk, args.compiled, args.plain_only, args.dtype, not args.no_prefix_caching)

@@ -141,10 +141,12 @@ def test_bad_options_are_rejected_and_the_engine_keeps_serving(plugin):
     assert plugin["after_errors"] == plugin["video"]
 
 
-def test_chunked_prefill_gives_the_same_anchoring(model, plugin):
-    """32-token chunks split the 64-token video over several steps."""
-    chunked = run_engine(model, "--chunk", "32")
-    for name in ("video", "anchored", "keys_only", "one_cluster"):
+@pytest.mark.parametrize("caching", ["prefix caching", "no prefix caching"])
+def test_chunked_prefill_gives_the_same_anchoring(model, plugin, caching):
+    """32-token chunks split the 64-token video over several steps, with the prefix cache
+    on (the identical second request is then a cache hit) and off."""
+    chunked = run_engine(model, "--chunk", "32", *(["--no-prefix-caching"] if caching.startswith("no") else []))
+    for name in ("video", "anchored", "anchored_again", "keys_only", "one_cluster"):
         assert max_logprob_diff(chunked[name], plugin[name]) < 1e-5, name
         assert chunked[name]["tokens"] == plugin[name]["tokens"]
 
