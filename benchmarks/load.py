@@ -5,6 +5,8 @@ stock vLLM endpoint, swept over concurrency, bounded in requests and in time.
     python benchmarks/load.py ... --stock-url http://localhost:8001     # add stock vLLM
     python benchmarks/load.py ... --soak-seconds 600 --concurrency 8 --server-pid PID
 
+Connections that fail before any response (keep-alive races) are retried up to twice, as
+the OpenAI SDK does, and reported in their own column; every other failure is an error.
 Traffic is a mix of chat requests cycling over video (mp4 data URLs; --distinct-videos
 synthetic ones unless --video is given), image and text prompts, streamed so that time to
 first token (TTFT) and time per output token (TPOT) are measured per request. Per mode and
@@ -42,6 +44,7 @@ class Sample:
     e2e: float = 0.0
     output_tokens: int = 0
     error: str = ""
+    retries: int = 0
 
 
 def synthetic_mp4(seed: int, frames: int = 8, size: int = 112) -> bytes:
@@ -77,7 +80,7 @@ def prompts(args) -> list[tuple[str, list]]:
     if args.video:
         videos = [Path(v).read_bytes() for v in args.video]
     else:
-        videos = [synthetic_mp4(seed) for seed in range(args.distinct_videos)]
+        videos = [synthetic_mp4(args.seed + i) for i in range(args.distinct_videos)]
     video_urls = ["data:video/mp4;base64," + base64.b64encode(v).decode() for v in videos]
     image_url = "data:image/png;base64," + base64.b64encode(png(0)).decode()
     mix = []
@@ -92,13 +95,33 @@ def prompts(args) -> list[tuple[str, list]]:
     return [p for p in mix if p[0] in args.mix]
 
 
-async def one_request(client, url, model, kind, messages, extra, max_tokens) -> Sample:
+class _NoResponse(Exception):
+    """The connection failed before any response arrived: the server never answered it."""
+
+
+async def one_request(client, url, model, kind, messages, extra, max_tokens, attempts=3) -> Sample:
+    """Streams one chat completion. A connection that fails before the response starts (a
+    keep-alive connection the server closed as it was reused) is retried, as the OpenAI SDK
+    does, and counted; any failure after that is an error."""
+    for attempt in range(attempts):
+        try:
+            sample = await _stream_once(client, url, model, kind, messages, extra, max_tokens)
+        except _NoResponse as exc:
+            if attempt == attempts - 1:
+                return Sample(kind, False, error=str(exc), retries=attempt)
+            continue
+        sample.retries = attempt
+        return sample
+
+
+async def _stream_once(client, url, model, kind, messages, extra, max_tokens) -> Sample:
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
             "stream_options": {"include_usage": True}, **extra}
     start = time.perf_counter()
-    ttft, tokens = None, 0
+    ttft, tokens, started = None, 0, False
     try:
         async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+            started = True
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
                 return Sample(kind, False, error=f"HTTP {response.status_code}: {text[:200]}")
@@ -111,12 +134,15 @@ async def one_request(client, url, model, kind, messages, extra, max_tokens) -> 
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
     except (httpx.HTTPError, ValueError) as exc:
+        if not started and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError)):
+            raise _NoResponse(f"{type(exc).__name__}: {exc}") from exc
         return Sample(kind, False, error=f"{type(exc).__name__}: {exc}")
     e2e = time.perf_counter() - start
     return Sample(kind, True, ttft=ttft if ttft is not None else e2e, e2e=e2e, output_tokens=tokens)
 
 
-async def run_level(url, model, extras, mix, concurrency, n_requests, seconds, max_tokens, api_key, desc):
+async def run_level(url, model, extras, mix, concurrency, n_requests, seconds, max_tokens, api_key, desc,
+                    memory_pid=None, memory_every=60.0):
     """n_requests (or until `seconds` pass) with `concurrency` in flight; request i gets prompt
     i of the mix and an option of `extras` that shifts every pass, so every prompt meets every
     option."""
@@ -125,7 +151,7 @@ async def run_level(url, model, extras, mix, concurrency, n_requests, seconds, m
     samples: list[Sample] = []
     deadline = time.perf_counter() + seconds
     started = 0
-    bar = tqdm(total=n_requests, desc=desc, unit="req", leave=False)
+    bar = tqdm(total=n_requests if n_requests < 10**9 else None, desc=desc, unit="req", leave=False)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), headers=headers, limits=limits) as client:
 
@@ -137,11 +163,16 @@ async def run_level(url, model, extras, mix, concurrency, n_requests, seconds, m
                 samples.append(await one_request(client, url, model, kind, messages, extra, max_tokens))
                 bar.update(1)
 
+        memory: list = []
+        sampler = asyncio.create_task(sample_memory(memory_pid, memory_every, memory)) if memory_pid else None
         begin = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - begin
+        if sampler:
+            sampler.cancel()
+            memory.append((round(elapsed, 1), process_tree_rss(memory_pid)))
     bar.close()
-    return samples, elapsed
+    return samples, elapsed, memory
 
 
 def percentile(values, q):
@@ -156,6 +187,7 @@ def summarise(mode, concurrency, samples, elapsed) -> dict:
     tpot = [(s.e2e - s.ttft) / (s.output_tokens - 1) for s in ok if s.output_tokens > 1]
     return {
         "mode": mode, "concurrency": concurrency, "requests": len(samples), "errors": len(samples) - len(ok),
+        "retried": sum(1 for s in samples if s.retries),
         "error_rate": (len(samples) - len(ok)) / len(samples) if samples else 0.0, "seconds": elapsed,
         "requests_per_s": len(ok) / elapsed if elapsed else 0.0,
         "output_tokens_per_s": sum(s.output_tokens for s in ok) / elapsed if elapsed else 0.0,
@@ -165,19 +197,29 @@ def summarise(mode, concurrency, samples, elapsed) -> dict:
     }
 
 
-def process_tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (Linux /proc)."""
-    total, stack = 0, [pid]
+def process_tree_rss(pid: int) -> dict[str, int]:
+    """Resident bytes of a process and each of its descendants, by "name pid" (Linux /proc)."""
+    found, stack = {}, [pid]
     while stack:
         current = stack.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) * 1024
+            name = next(l.split(None, 1)[1].strip() for l in status.splitlines() if l.startswith("Name:"))
+            rss = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) * 1024
+            found[f"{name} {current}"] = rss
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, StopIteration):
             continue
-    return total
+    return found
+
+
+async def sample_memory(pid: int, every: float, into: list) -> None:
+    """Appends (seconds since start, {process: rss}) every `every` seconds until cancelled."""
+    start = time.perf_counter()
+    while True:
+        into.append((round(time.perf_counter() - start, 1), process_tree_rss(pid)))
+        await asyncio.sleep(every)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -198,6 +240,7 @@ def plot(results: list[dict], path: Path) -> None:
     right.set(xlabel="concurrency", ylabel="seconds", title="Time to first token", xscale="log", xticks=x)
     for axis in (left, right):
         axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     fig.tight_layout()
@@ -206,10 +249,12 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def print_table(results: list[dict]) -> None:
-    print("| mode | concurrency | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p95 ms | TPOT p50 ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | concurrency | requests | errors | retried | req/s | output tok/s | TTFT p50 ms | TTFT p95 ms "
+          "| TPOT p50 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.2f} | "
+        print(f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['retried']} | "
+              f"{r['requests_per_s']:.2f} | "
               f"{r['output_tokens_per_s']:.1f} | {r['ttft_p50_s'] * 1e3:.0f} | {r['ttft_p95_s'] * 1e3:.0f} | "
               f"{r['tpot_p50_s'] * 1e3:.1f} |")
 
@@ -227,7 +272,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--requests", type=int, default=32, help="per mode and concurrency level")
     parser.add_argument("--seconds", type=float, default=120.0, help="time bound per mode and level")
     parser.add_argument("--soak-seconds", type=float, help="one long run per mode at the first concurrency")
-    parser.add_argument("--server-pid", type=int, help="sample this process tree's memory (soak)")
+    parser.add_argument("--server-pid", type=int, help="sample the memory of this process and its children")
+    parser.add_argument("--memory-every", type=float, default=60.0, help="seconds between memory samples")
+    parser.add_argument("--seed", type=int, default=0, help="first seed of the synthetic videos (new ones: new seed)")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--mix", nargs="+", default=["video", "image", "text"], choices=("video", "image", "text"))
     parser.add_argument("--video", nargs="+", help="mp4 files (default: synthetic ones)")
@@ -247,14 +294,13 @@ def main(argv=None) -> dict:
     seconds = args.soak_seconds or args.seconds
     for mode, url, mode_extras in endpoints:
         for concurrency in levels:
-            rss_start = process_tree_rss(args.server_pid) if args.server_pid else None
-            samples, elapsed = asyncio.run(run_level(url.rstrip("/"), args.model, mode_extras, mix, concurrency, n_requests,
-                                                     seconds, args.max_tokens, args.api_key,
-                                                     f"{mode} c={concurrency}"))
+            samples, elapsed, rss = asyncio.run(run_level(
+                url.rstrip("/"), args.model, mode_extras, mix, concurrency, n_requests, seconds, args.max_tokens,
+                args.api_key, f"{mode} c={concurrency}", args.server_pid, args.memory_every))
             results.append(summarise(mode, concurrency, samples, elapsed))
-            if args.server_pid:
-                memory[f"{mode} c={concurrency}"] = {"rss_start_bytes": rss_start,
-                                                     "rss_end_bytes": process_tree_rss(args.server_pid)}
+            if rss:
+                memory[f"{mode} c={concurrency}"] = {"samples": rss, "rss_start_bytes": sum(rss[0][1].values()),
+                                                     "rss_end_bytes": sum(rss[-1][1].values())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"args": vars(args), "results": results, "memory": memory}
@@ -262,7 +308,11 @@ def main(argv=None) -> dict:
     plot(results, out / "load.png")
     print_table(results)
     for name, m in memory.items():
+        first, last = m["samples"][0][1], m["samples"][-1][1]
         print(f"memory {name}: {m['rss_start_bytes'] / 2**20:.0f} MiB -> {m['rss_end_bytes'] / 2**20:.0f} MiB")
+        for process in first:
+            trail = " ".join(f"{s[1].get(process, 0) / 2**20:.0f}" for s in m["samples"])
+            print(f"  {process}: {trail} MiB (every {args.memory_every:.0f} s, start to end)")
     print(f"wrote {out / 'load.json'} and {out / 'load.png'}")
     return report
 

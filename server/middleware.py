@@ -64,27 +64,26 @@ class AnchorMiddleware:
         except ValueError:
             return await self.app(scope, _replay(body, receive), send)  # vLLM answers bad JSON itself
         try:
-            request, decision = rewrite_request(request, self.settings, tag)
+            rewritten, decision = rewrite_request(request, self.settings, tag)
         except RequestError as exc:
             REJECTED.inc()
             return await _send_error(send, str(exc), exc.param)
         REQUESTS.labels(anchor="applied" if decision.applied else "off").inc()
-        new_body = json.dumps(request).encode()
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        scope = dict(scope, headers=headers + [(b"content-length", str(len(new_body)).encode())])
+        if rewritten != request:  # otherwise vLLM gets the client's bytes as they came
+            body = json.dumps(rewritten).encode()
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+            scope = dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())])
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 message = dict(message, headers=list(message.get("headers", [])) + _anchor_headers(decision, tag))
             await send(message)
 
-        await self.app(scope, _replay(new_body, receive), send_with_headers)
+        await self.app(scope, _replay(body, receive), send_with_headers)
 
 
 def _anchor_headers(decision, tag: str) -> list[tuple[bytes, bytes]]:
-    from vllm_videoanchor.engine.models import REQUEST_DIGESTS
-
-    digests = REQUEST_DIGESTS.pop(tag, [])
+    digests = solve_log.take_request(tag)
     headers = [(b"x-videoanchor-anchor", b"applied" if decision.applied else b"off")]
     solves = solve_log.read(digests) if decision.applied else []
     if solves:

@@ -11,6 +11,7 @@ requests that carry the `anchor` option.
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,14 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+# placeholders per model type (config.json), where they differ from Qwen-VL's
+PLACEHOLDERS = {"llava_onevision": ("<video>\n", "<image>\n")}
+
+
+def placeholders(model) -> tuple[str, str]:
+    """(video, image) placeholder text of the model in directory `model`."""
+    model_type = json.loads((Path(model) / "config.json").read_text())["model_type"]
+    return PLACEHOLDERS.get(model_type, (VIDEO, IMAGE))
 
 
 def video_item(seed=0):
@@ -59,16 +68,35 @@ ANCHORS = {
 }
 
 
+def record_solves() -> list:
+    """Keeps what the plugin's solver was given and returned, in this process (the engine
+    runs in-process here), so that tests can hand the dense reference vLLM's own gains."""
+    from vllm_videoanchor.engine import models
+
+    solves, solve = [], models.compute_anchor_gains
+
+    def recording(tokens, params):
+        gains = solve(tokens, params)
+        solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist()})
+        return gains
+
+    models.compute_anchor_gains = recording
+    return solves
+
+
 def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True):
     from vllm import LLM, SamplingParams
+
+    solves = [] if plain_only else record_solves()
 
     llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype,
               limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
+    video, image = placeholders(model)
     prompts = {
-        "video": {"prompt": PROMPT.format(media=VIDEO), "multi_modal_data": {"video": video_item()}},
-        "image": {"prompt": PROMPT.format(media=IMAGE), "multi_modal_data": {"image": image_item()}},
+        "video": {"prompt": PROMPT.format(media=video), "multi_modal_data": {"video": video_item()}},
+        "image": {"prompt": PROMPT.format(media=image), "multi_modal_data": {"image": image_item()}},
         "text": {"prompt": PROMPT.format(media="")},
     }
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
@@ -77,7 +105,9 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
         return
     for name, option in ANCHORS.items():
         prompt = dict(prompts["video"], mm_processor_kwargs={"anchor": option})
+        before = len(solves)
         results[name] = summary(llm.generate(prompt, params)[0])
+        results[name]["solves"] = solves[before:]
     # one batch mixing plain and anchored requests on the same and another video
     other = dict(prompts["video"], multi_modal_data={"video": video_item(seed=5)})
     batch = [dict(prompts["video"], mm_processor_kwargs={"anchor": ANCHORS["anchored"]}),
@@ -85,6 +115,11 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
              dict(other, mm_processor_kwargs={"anchor": ANCHORS["keys_only"]})]
     results["batch"] = [summary(out) for out in llm.generate(batch, params)]
 
+    try:  # an anchored image (LLaVA-OneVision anchors videos only: an error naming why)
+        image = dict(prompts["image"], mm_processor_kwargs={"anchor": {"n_clusters": 4}})
+        results["anchored_image"] = summary(llm.generate(image, params)[0])
+    except Exception as exc:
+        results["anchored_image"] = f"{type(exc).__name__}: {exc}"
     bad = dict(prompts["video"], mm_processor_kwargs={"anchor": {"alpha_k": -1}})
     too_many = dict(prompts["video"], mm_processor_kwargs={"anchor": {"n_clusters": 1000}})
     for name, prompt in (("anchor_bad", bad), ("anchor_too_many_clusters", too_many)):

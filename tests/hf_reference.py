@@ -1,8 +1,9 @@
 """Dense reference for anchored prefill: the tiny model run whole in Hugging Face transformers,
 with an attention function written here from DESIGN.md section 1 (float64, full causal matrix,
-log-gain on key logits, gain on values), and vLLM's M-RoPE position numbering passed in
-explicitly (transformers numbers text after a video differently). Shares no code with the
-plugin: the gains it applies are given by the caller."""
+log-gain on key logits, gain on values), and, for Qwen-VL, vLLM's M-RoPE position numbering
+passed in explicitly (transformers numbers text after a video differently; LLaVA-OneVision
+uses plain positions). Shares no code with the plugin: the gains it applies are given by
+the caller."""
 
 from __future__ import annotations
 
@@ -50,19 +51,26 @@ class DenseReference:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         _register()
+        self.model_dir = model_dir
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.model = AutoModelForImageTextToText.from_pretrained(
             model_dir, dtype=torch.float32, attn_implementation="eager").eval()
         self.model.config.text_config._attn_implementation = ATTENTION
         self.config = self.model.config
+        self.qwen = "video_grid_thw" in self.processor.model_input_names
 
     def video_inputs(self, prompt, frames, meta):
+        if not self.qwen:  # LLaVA-OneVision takes every frame as given
+            return self.processor(text=[prompt], videos=[frames], return_tensors="pt")
         return self.processor(text=[prompt], videos=[frames], video_metadata=[strip_sampling_flag(meta)],
                               do_sample_frames=False, return_tensors="pt")
 
     @torch.no_grad()
     def visual_tokens(self, inputs) -> torch.Tensor:
-        """The rows that replace the video placeholders in the LM input: [N, hidden]."""
+        """The visual tokens of the video: [N, hidden]. The rows that replace the video
+        placeholders, but for LLaVA-OneVision's closing newline row (not a visual token)."""
+        if not self.qwen:
+            return self.model.model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0, :-1]
         out = self.model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
         return torch.cat(list(out.pooler_output)) if isinstance(out.pooler_output, (list, tuple)) else out.pooler_output
 
@@ -90,10 +98,13 @@ class DenseReference:
         _GAINS["k"] = None if gain_k is None else torch.as_tensor(gain_k, dtype=torch.float64)
         _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
         try:
-            extra = {k: inputs[k] for k in ("second_per_grid_ts",) if k in inputs}
+            if self.qwen:
+                extra = {k: inputs[k] for k in ("second_per_grid_ts", "video_grid_thw") if k in inputs}
+                extra["position_ids"] = self.positions(inputs)[:, None, :]
+            else:
+                extra = {}
             logits = self.model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"],
-                                video_grid_thw=inputs["video_grid_thw"],
-                                position_ids=self.positions(inputs)[:, None, :], **extra).logits[0]
+                                **extra).logits[0]
         finally:
             _GAINS["k"] = _GAINS["v"] = None
         ids = inputs["input_ids"][0]
@@ -101,8 +112,10 @@ class DenseReference:
         return logprobs[:-1].gather(1, ids[1:, None])[:, 0].numpy()
 
     def per_position(self, inputs, token_values) -> np.ndarray:
-        """Spreads per-visual-token values over the prompt (1 at text positions)."""
+        """Spreads per-visual-token values over the prompt: 1 at text positions and at a
+        video's closing newline row (the last placeholder position, for LLaVA-OneVision)."""
         ids = inputs["input_ids"][0].numpy()
         out = np.ones(len(ids))
-        out[ids == self.config.video_token_id] = np.asarray(token_values, dtype=np.float64)
+        values = np.asarray(token_values, dtype=np.float64)
+        out[np.flatnonzero(ids == self.config.video_token_id)[:len(values)]] = values
         return out

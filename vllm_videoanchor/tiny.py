@@ -1,6 +1,6 @@
 """Tiny random-weight vision-language models, built offline (no hub), for the demo and tests.
 
-    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl [--size tiny|small]
+    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl|llava_onevision [--size tiny|small]
 
 writes a standard Hugging Face model directory (config, safetensors weights, a byte-level
 BPE tokenizer trained here with the Qwen2-VL special tokens and chat template, image and
@@ -26,7 +26,8 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-ARCHS = ("qwen2_5_vl", "qwen2_vl")
+ARCHS = ("qwen2_5_vl", "qwen2_vl", "llava_onevision")
+LLAVA_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 VOCAB_SIZE = 512
 SIZES = {
     "tiny": dict(hidden=128, intermediate=256, layers=2, heads=4, kv_heads=2, max_pixels=28 * 28 * 64),
@@ -49,6 +50,12 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# LLaVA-OneVision's: one <image> / <video> placeholder token per item, then a newline.
+LLAVA_CHAT_TEMPLATE = (
+    CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+    .replace("<|vision_start|><|video_pad|><|vision_end|>", "<video>\n")
+)
+
 _CORPUS = (
     "The camera moves through a room with a table, two chairs, a window and a lamp. "
     "How many chairs are there? Which object is closest to the door? Describe the video. "
@@ -58,8 +65,8 @@ _CORPUS = (
 )
 
 
-def build_tokenizer():
-    """A byte-level BPE tokenizer with the Qwen2-VL special tokens, trained on a tiny corpus."""
+def build_tokenizer(special_tokens=tuple(SPECIAL_TOKENS), chat_template=CHAT_TEMPLATE):
+    """A byte-level BPE tokenizer with the given special tokens, trained on a tiny corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -67,17 +74,17 @@ def build_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE - len(SPECIAL_TOKENS),
+        vocab_size=VOCAB_SIZE - len(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator([_CORPUS] * 4, trainer=trainer)
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer.add_special_tokens(list(special_tokens))
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=8192,
     )
 
@@ -130,6 +137,8 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
+    if arch == "llava_onevision":
+        return _build_llava_onevision(Path(out_dir), seed, SIZES[size])
     cpu_compat.install()
     import torch
     import transformers
@@ -160,6 +169,65 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    return out
+
+
+def _build_llava_onevision(out: Path, seed: int, size: dict) -> Path:
+    """SigLIP (hidden 64, 2 layers, 112 px, patch 14: 8 x 8 patches, pooled to 4 x 4 per
+    video frame) and a Qwen2 text model. A video of T frames is 16 T visual tokens plus the
+    closing newline row."""
+    cpu_compat.install()
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    image_size, patch = 112, 14
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(LLAVA_SPECIAL_TOKENS, LLAVA_CHAT_TEMPLATE)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL_TOKENS}
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2, 3) for w in (1, 2, 3)]
+    hidden = size["hidden"]
+    text = dict(
+        model_type="qwen2", vocab_size=len(tokenizer), hidden_size=hidden,
+        intermediate_size=size["intermediate"], num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"], num_key_value_heads=size["kv_heads"],
+        max_position_embeddings=8192, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6}, tie_word_embeddings=False,
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, patch_size=patch, image_size=image_size, vision_use_head=False)
+    config = LlavaOnevisionConfig(
+        text_config=text, vision_config=vision, image_token_index=ids["<image>"],
+        video_token_index=ids["<video>"], vision_feature_select_strategy="full", vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints, vision_aspect_ratio="anyres_max_9", tie_word_embeddings=False,
+    )
+    config.architectures = ["LlavaOnevisionForConditionalGeneration"]
+    torch.manual_seed(seed)
+    LlavaOnevisionForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(out)
+    # transformers 5 writes SigLIP's weights as vision_tower.embeddings...; vLLM (and the
+    # published llava-hf checkpoints) name them vision_tower.vision_model.embeddings...
+    weights = out / "model.safetensors"
+    renamed = {
+        ("vision_tower.vision_model." + k[len("vision_tower."):]
+         if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
+        for k, v in load_file(weights).items()
+    }
+    save_file(renamed, weights, metadata={"format": "pt"})
+    side = {"height": image_size, "width": image_size}
+    LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=side, image_grid_pinpoints=pinpoints),
+        video_processor=LlavaOnevisionVideoProcessor(size=side),
+        tokenizer=tokenizer, num_image_tokens=(image_size // patch) ** 2, vision_feature_select_strategy="full",
+        chat_template=LLAVA_CHAT_TEMPLATE, image_token="<image>", video_token="<video>",
+        vision_aspect_ratio="anyres_max_9",
+    ).save_pretrained(out)
     return out
 
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
 
 from vllm.logger import init_logger
+from vllm.model_executor.models.llava_onevision import (
+    LlavaOnevisionDummyInputsBuilder,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionMultiModalProcessor,
+    LlavaOnevisionProcessingInfo,
+)
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
     Qwen2_5_VLForConditionalGeneration,
@@ -43,7 +48,7 @@ from .stats import record_failure, record_solve
 # under vLLM's logger tree: its format (which process / rank) and VLLM_LOGGING_LEVEL apply
 logger = init_logger("vllm.videoanchor")
 
-# per-item field carrying the encoded option, per modality, and the key giving the item count
+# per-item field carrying the encoded option, per modality, and (Qwen-VL) the key giving the items
 ITEM_FIELDS = {"video": ("video_anchor", "video_grid_thw"), "image": ("image_anchor", "image_grid_thw")}
 
 
@@ -52,18 +57,6 @@ PIXEL_KEYS = {"video": "pixel_values_videos", "image": "pixel_values"}
 
 # server-wide bound on an anchored item's visual tokens (0 = none), set by the server
 MAX_TOKENS_ENV = "VIDEOANCHOR_MAX_VISUAL_TOKENS"
-
-# request tag -> digests of its anchored items, for the server in this process (bounded)
-REQUEST_DIGESTS: OrderedDict[str, list[int]] = OrderedDict()
-_DIGEST_BY_HASH: OrderedDict[str, int] = OrderedDict()
-_BOUND = 4096
-
-
-def _remember(table: OrderedDict, key, value) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > _BOUND:
-        table.popitem(last=False)
 
 
 # the keys that introduce a modality in embed_multimodal's kwargs (their order is the
@@ -112,20 +105,24 @@ class AnchorProcessorMixin:
             return super().apply(inputs, timing_ctx)
         kwargs = {k: v for k, v in inputs.hf_processor_mm_kwargs.items() if k != REQUEST_TAG_KEY}
         result = super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), timing_ctx)
-        digests = []
+        hashes = []
         for modality, (field, _) in ITEM_FIELDS.items():
-            hashes = result["mm_hashes"].get(modality, [])
-            items = result["mm_kwargs"].get(modality, [None] * len(hashes))
-            for mm_hash, item in zip(hashes, items):
+            modality_hashes = result["mm_hashes"].get(modality, [])
+            items = result["mm_kwargs"].get(modality, [None] * len(modality_hashes))
+            for mm_hash, item in zip(modality_hashes, items):
                 if item is not None and field in item:
-                    _remember(_DIGEST_BY_HASH, mm_hash, item_digest(item[field].data))
-                digest = _DIGEST_BY_HASH.get(mm_hash, 0)
-                if digest:
-                    digests.append(digest)
-        _remember(REQUEST_DIGESTS, str(tag), digests)
+                    solve_log.note_item(mm_hash, item_digest(item[field].data))
+            hashes += modality_hashes
+        solve_log.note_request(str(tag), hashes)
         return result
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]):
+        _, rest = split_anchor_option(hf_kwargs)  # never reaches Hugging Face code
+        return super()._call_hf_processor(hf_data, rest)
+
+    def _apply_hf_processor_main(self, mm_items, hf_kwargs: Mapping[str, object]):
+        """The processed items, each with the encoded option as a field (every model's
+        processing passes through here, whichever HF calls it makes)."""
         params, rest = split_anchor_option(hf_kwargs)
         if params is not None:
             from vllm.platforms import current_platform
@@ -135,57 +132,61 @@ class AnchorProcessorMixin:
                     f"{ANCHOR_KEY}: anchored attention is only wired for vLLM's CPU "
                     "attention backend in this version"
                 )
-        outputs = super()._call_hf_processor(hf_data, rest)
-        if params is not None:
-            self._check_token_counts(params, outputs)
-        for modality, (field, count_key) in ITEM_FIELDS.items():
-            if count_key in outputs:
-                outputs[field] = self._item_vectors(params, outputs, modality)
+        outputs = super()._apply_hf_processor_main(mm_items, rest)
+        for modality, (field, _) in ITEM_FIELDS.items():
+            items = self._visual_items(outputs, modality)
+            if items:
+                if params is not None:
+                    self._check_token_counts(params, items)
+                outputs[field] = self._item_vectors(params, items)
         return outputs
 
-    @staticmethod
-    def _item_vectors(params, outputs, modality) -> torch.Tensor:
-        """One encoded option per item, each with the digest of the item's pixels and option."""
-        field, count_key = ITEM_FIELDS[modality]
-        grids = outputs[count_key]
-        if params is None:
-            return encode(None).expand(len(grids), -1).clone()
-        option = encode(params)
+    def _visual_items(self, outputs, modality) -> list[tuple[int, list[torch.Tensor]]]:
+        """(visual tokens, tensors that identify it) per item of `modality` in the HF
+        processor's outputs. Qwen-VL layout: flattened patches, grid_thw rows per item.
+        Other models override this."""
+        count_key = ITEM_FIELDS[modality][1]
+        if count_key not in outputs:
+            return []
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
         pixels = outputs.get(PIXEL_KEYS[modality])
-        vectors, start = [], 0
-        for grid in grids:
+        items, start = [], 0
+        for grid in outputs[count_key]:
             rows = int(grid.prod())
-            parts = [option, grid] + ([pixels[start:start + rows]] if pixels is not None else [])
-            vectors.append(encode(params, content_digest(*parts)))
+            items.append((rows // merge**2, [grid] + ([pixels[start:start + rows]] if pixels is not None else [])))
             start += rows
-        return torch.stack(vectors)
+        return items
 
-    def _check_token_counts(self, params, outputs) -> None:
+    def _item_vectors(self, params, items) -> torch.Tensor:
+        """One encoded option per item, each with the digest of the item's content and option."""
+        if params is None:
+            return encode(None).expand(len(items), -1).clone()
+        option = encode(params)
+        return torch.stack([encode(params, content_digest(option, *content)) for _, content in items])
+
+    def _check_token_counts(self, params, items) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
         engine sees the request (the solver would raise inside the model runner)."""
-        merge = self.info.get_hf_config().vision_config.spatial_merge_size
         width = self.info.get_hf_config().get_text_config().hidden_size
-        for _, count_key in ITEM_FIELDS.values():
-            for grid in outputs.get(count_key, []):
-                n_tokens = int(grid.prod()) // merge**2
-                if params.n_clusters > n_tokens:
-                    raise ValueError(
-                        f"{ANCHOR_KEY}.n_clusters={params.n_clusters} exceeds the {n_tokens} "
-                        "visual tokens of an item"
-                    )
-                if params.pca_rank > min(n_tokens, width):
-                    raise ValueError(
-                        f"{ANCHOR_KEY}.pca_rank={params.pca_rank} exceeds "
-                        f"min(visual tokens, hidden size) = {min(n_tokens, width)}"
-                    )
-                if n_tokens < 2:
-                    raise ValueError(f"{ANCHOR_KEY}: an item needs at least 2 visual tokens")
-                limit = int(os.environ.get(MAX_TOKENS_ENV) or 0)
-                if limit and n_tokens > limit:
-                    raise ValueError(
-                        f"{ANCHOR_KEY}: an item has {n_tokens} visual tokens, over this server's "
-                        f"limit of {limit} for anchored items (fewer frames or pixels, or anchor off)"
-                    )
+        limit = int(os.environ.get(MAX_TOKENS_ENV) or 0)
+        for n_tokens, _ in items:
+            if params.n_clusters > n_tokens:
+                raise ValueError(
+                    f"{ANCHOR_KEY}.n_clusters={params.n_clusters} exceeds the {n_tokens} "
+                    "visual tokens of an item"
+                )
+            if params.pca_rank > min(n_tokens, width):
+                raise ValueError(
+                    f"{ANCHOR_KEY}.pca_rank={params.pca_rank} exceeds "
+                    f"min(visual tokens, hidden size) = {min(n_tokens, width)}"
+                )
+            if n_tokens < 2:
+                raise ValueError(f"{ANCHOR_KEY}: an item needs at least 2 visual tokens")
+            if limit and n_tokens > limit:
+                raise ValueError(
+                    f"{ANCHOR_KEY}: an item has {n_tokens} visual tokens, over this server's "
+                    f"limit of {limit} for anchored items (fewer frames or pixels, or anchor off)"
+                )
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs):
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
@@ -209,33 +210,44 @@ class AnchorModelMixin:
     def embed_multimodal(self, **kwargs: object):
         encoded = {m: kwargs.pop(field, None) for m, (field, _) in ITEM_FIELDS.items()}
         embeddings = list(super().embed_multimodal(**kwargs))
-        vectors = [
-            vector
+        items = [
+            (modality, vector)
             for modality in modality_order(kwargs)
             if encoded.get(modality) is not None
             for vector in encoded[modality]
         ]
-        if vectors and len(vectors) != len(embeddings):
-            raise RuntimeError(
-                f"anchor: {len(vectors)} item options for {len(embeddings)} embeddings"
-            )
-        for item, vector in enumerate(vectors):
+        if items and len(items) != len(embeddings):
+            raise RuntimeError(f"anchor: {len(items)} item options for {len(embeddings)} embeddings")
+        for index, (modality, vector) in enumerate(items):
             params = decode(vector)
-            if params is None:
-                continue
-            try:
-                gains = compute_anchor_gains(embeddings[item].float(), params)
-            except ValueError as exc:  # degenerate tokens: never take the engine down
-                logger.warning("anchor: item left unanchored: %s", exc)
-                record_failure()
-            else:
-                record_solve(gains.seconds, gains.n_iter, gains.converged)
-                if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
-                    logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", item_digest(vector),
-                                 content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)
-                solve_log.write(item_digest(vector), gains.seconds, gains.n_iter, gains.converged)
-                embeddings[item] = pack_gains(embeddings[item], gains.gain_k, gains.gain_v)
+            if params is not None:
+                embeddings[index] = self._anchor_item(modality, embeddings[index], params, item_digest(vector))
         return tuple(embeddings)
+
+    def _solver_rows(self, modality: str, embedding: torch.Tensor) -> torch.Tensor | slice:
+        """The rows of an item's embedding that are its visual tokens (models that add rows
+        of their own, e.g. newline rows, narrow this: those rows keep score 0, gain 1)."""
+        return slice(None)
+
+    def _anchor_item(self, modality, embedding, params, digest) -> torch.Tensor:
+        """The item's embedding with its gain columns appended (unchanged if the solver
+        refuses the tokens: a bad item never takes the engine down)."""
+        rows = self._solver_rows(modality, embedding)
+        hidden = self.config.get_text_config().hidden_size
+        try:
+            gains = compute_anchor_gains(embedding[rows, :hidden].float(), params)
+        except ValueError as exc:
+            logger.warning("anchor: item left unanchored: %s", exc)
+            record_failure()
+            return embedding
+        record_solve(digest, gains.seconds, gains.n_iter, gains.converged)
+        if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
+            logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,
+                         content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)
+        gain_k = torch.ones(embedding.shape[0], dtype=gains.gain_k.dtype, device=gains.gain_k.device)
+        gain_v = torch.ones_like(gain_k)
+        gain_k[rows], gain_v[rows] = gains.gain_k, gains.gain_v
+        return pack_gains(embedding, gain_k, gain_v)
 
     def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
         hidden = self.config.get_text_config().hidden_size
@@ -295,3 +307,39 @@ class AnchoredQwen2VLMultiModalProcessor(AnchorProcessorMixin, Qwen2VLMultiModal
 )
 class AnchoredQwen2VLForConditionalGeneration(AnchorModelMixin, Qwen2VLForConditionalGeneration):
     pass
+
+
+class AnchoredLlavaOnevisionProcessingInfo(AnchorProcessingInfoMixin, LlavaOnevisionProcessingInfo):
+    pass
+
+
+class AnchoredLlavaOnevisionMultiModalProcessor(AnchorProcessorMixin, LlavaOnevisionMultiModalProcessor):
+    def _visual_items(self, outputs, modality):
+        """Videos: [frames, 3, H, W] per item, tokens = frames x pooled grid (the closing
+        newline row is not a visual token). Images are not anchored for this model yet."""
+        if modality == "image":
+            return [(0, [])] * len(outputs.get("image_sizes", []))
+        items = []
+        for video in outputs.get("pixel_values_videos", []):
+            frames, _, height, width = video.shape
+            tokens = self.info.get_num_video_tokens(image_width=width, image_height=height, num_frames=frames)
+            items.append((tokens - 1, [video]))
+        return items
+
+    def _check_token_counts(self, params, items) -> None:
+        if any(n_tokens == 0 for n_tokens, _ in items):
+            raise ValueError(f"{ANCHOR_KEY}: LLaVA-OneVision anchors videos only in this version, "
+                             "not images (send the image without `anchor`)")
+        super()._check_token_counts(params, items)
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    AnchoredLlavaOnevisionMultiModalProcessor,
+    info=AnchoredLlavaOnevisionProcessingInfo,
+    dummy_inputs=LlavaOnevisionDummyInputsBuilder,
+)
+class AnchoredLlavaOnevisionForConditionalGeneration(AnchorModelMixin, LlavaOnevisionForConditionalGeneration):
+    def _solver_rows(self, modality, embedding):
+        """Every row but the image_newline rows (one closes each video): identical rows
+        would represent each other trivially, so they stay out of the solver."""
+        return (embedding != self.image_newline.to(embedding.dtype)).any(dim=-1)

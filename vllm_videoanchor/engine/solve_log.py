@@ -5,6 +5,10 @@ runs elsewhere. Workers append one row per solve, keyed by the item's digest (se
 option.content_digest), to a SQLite file named by VIDEOANCHOR_SOLVE_LOG; the server reads
 the rows of the digests its request carried. Without the variable (offline use) nothing is
 written. Rows older than an hour are pruned as new ones arrive.
+
+In the API-server process, the processor notes which digests each tagged request carried
+(`note_request`) and the server takes them back when it answers (`take_request`); both
+tables are bounded.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 
 ENV = "VIDEOANCHOR_SOLVE_LOG"
 KEEP_SECONDS = 3600.0
@@ -66,3 +71,29 @@ def read(digests: list[int]) -> list[tuple[float, int, bool]]:
     except sqlite3.Error:
         return []
     return rows
+
+
+_BOUND = 4096
+_request_digests: OrderedDict[str, list[int]] = OrderedDict()
+_digest_by_hash: OrderedDict[str, int] = OrderedDict()
+
+
+def _remember(table: OrderedDict, key, value) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > _BOUND:
+        table.popitem(last=False)
+
+
+def note_item(mm_hash: str, digest: int) -> None:
+    """The digest of a multimodal item, by vLLM's hash (items served from a cache come
+    back as their hash only)."""
+    _remember(_digest_by_hash, mm_hash, digest)
+
+
+def note_request(tag: str, mm_hashes: list[str]) -> None:
+    _remember(_request_digests, tag, [d for d in map(_digest_by_hash.get, mm_hashes) if d])
+
+
+def take_request(tag: str) -> list[int]:
+    return _request_digests.pop(tag, [])

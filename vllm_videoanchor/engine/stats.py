@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 from prometheus_client import Counter, Histogram
 
+from . import solve_log
+
 SOLVER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 ANCHORED_ITEMS = Counter("videoanchor_anchored_items", "Visual items (videos, images) anchored")
@@ -33,7 +35,8 @@ _lock = threading.Lock()
 _stats = SolverStats()
 
 
-def record_solve(seconds: float, iterations: int, converged: bool) -> None:
+def record_solve(digest: int, seconds: float, iterations: int, converged: bool) -> None:
+    """Counts one solve, and logs it under the item's digest for the server (solve_log)."""
     with _lock:
         _stats.items += 1
         _stats.seconds += seconds
@@ -44,6 +47,7 @@ def record_solve(seconds: float, iterations: int, converged: bool) -> None:
     SOLVER_ITERATIONS.inc(iterations)
     if not converged:
         NOT_CONVERGED.inc()
+    solve_log.write(digest, seconds, iterations, converged)
 
 
 def record_failure() -> None:
