@@ -1,9 +1,9 @@
 """`make demo`: anchor the tokens of a small synthetic video and show where the gains go.
 
-Until the vLLM engine glue lands, the main job is the anchor engine itself: a video of a
-static scene with one moving square is cut into patch tokens (8 frames of 8 x 8 patches),
-projected to a model-like width, and scored. Patches of the static scene recur in every
-frame and should score high; the moving square should not.
+The anchor engine on its own (`make demo` then runs examples/offline_video.py in vLLM): a
+video of a static scene with one moving square is cut into patch tokens (8 frames of 8 x 8
+patches), projected to a model-like width, and scored. Patches of the static scene recur
+in every frame and should score high; the moving square should not.
 """
 
 from __future__ import annotations
