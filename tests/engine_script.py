@@ -22,7 +22,9 @@ PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assis
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 # placeholders per model type (config.json), where they differ from Qwen-VL's
-PLACEHOLDERS = {"llava_onevision": ("<video>\n", "<image>\n")}
+PLACEHOLDERS = {"llava_onevision": ("<video>\n", "<image>\n"),
+                # Qwen3-VL's processor expands the bare pad into per-frame timestamps and pads
+                "qwen3_vl": ("<|video_pad|>", IMAGE)}
 
 
 def placeholders(model) -> tuple[str, str]:

@@ -1,8 +1,8 @@
 """Dense reference for anchored prefill: the tiny model run whole in Hugging Face transformers,
 with an attention function written here from DESIGN.md section 1 (float64, full causal matrix,
-log-gain on key logits, gain on values), and, for Qwen-VL, vLLM's M-RoPE position numbering
-passed in explicitly (transformers numbers text after a video differently; LLaVA-OneVision
-uses plain positions). Shares no code with the plugin: the gains it applies are given by
+log-gain on key logits, gain on values), and, for Qwen2-VL / Qwen2.5-VL, vLLM's M-RoPE
+position numbering passed in explicitly (transformers numbers text after a video
+differently; Qwen3-VL's numbering agrees, LLaVA-OneVision uses plain positions). Shares no code with the plugin: the gains it applies are given by
 the caller."""
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class DenseReference:
         self.model.config.text_config._attn_implementation = ATTENTION
         self.config = self.model.config
         self.qwen = "video_grid_thw" in self.processor.model_input_names
+        # Qwen2-VL / Qwen2.5-VL: vLLM numbers text after a video differently from transformers
+        self.vllm_positions = self.qwen and self.config.model_type != "qwen3_vl"
 
     def video_inputs(self, prompt, frames, meta):
         if not self.qwen:  # LLaVA-OneVision takes every frame as given
@@ -98,11 +100,9 @@ class DenseReference:
         _GAINS["k"] = None if gain_k is None else torch.as_tensor(gain_k, dtype=torch.float64)
         _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
         try:
-            if self.qwen:
-                extra = {k: inputs[k] for k in ("second_per_grid_ts", "video_grid_thw") if k in inputs}
+            extra = {k: inputs[k] for k in ("second_per_grid_ts", "video_grid_thw", "mm_token_type_ids") if k in inputs}
+            if self.vllm_positions:
                 extra["position_ids"] = self.positions(inputs)[:, None, :]
-            else:
-                extra = {}
             logits = self.model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"],
                                 **extra).logits[0]
         finally:

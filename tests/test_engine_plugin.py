@@ -42,7 +42,7 @@ def max_logprob_diff(a, b):
 
 
 # visual tokens of the test video (8 frames of 112 px) per architecture
-VISUAL_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "llava_onevision": 128}
+VISUAL_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "qwen3_vl": 64, "llava_onevision": 128}
 
 
 @pytest.fixture(scope="module", params=list(VISUAL_TOKENS))

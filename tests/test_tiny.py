@@ -17,10 +17,11 @@ def tiny_model(request, tmp_path_factory):
     return request.param, build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
 
 
-# placeholder tokens of an 8-frame 112 px video: Qwen-VL 4 x (4 x 4); LLaVA-OneVision
-# 8 x (4 x 4) pooled patches plus the closing newline row
-VIDEO_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "llava_onevision": 129}
-VIDEO_PLACEHOLDER = {"llava_onevision": "<video>\n"}  # Qwen-VL's is the default
+# placeholder tokens of an 8-frame 112 px video: Qwen2-VL / Qwen2.5-VL 4 x (4 x 4); Qwen3-VL
+# 4 x (4 x 4) at 128 px (patch 16); LLaVA-OneVision 8 x (4 x 4) pooled patches plus the
+# closing newline row
+VIDEO_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "qwen3_vl": 64, "llava_onevision": 129}
+VIDEO_PLACEHOLDER = {"llava_onevision": "<video>\n", "qwen3_vl": "<|video_pad|>"}  # else Qwen2-VL's
 
 
 def video_frames(n=8, size=112, seed=0):

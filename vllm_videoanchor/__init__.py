@@ -16,6 +16,8 @@ ANCHORED_MODELS = {
         "vllm_videoanchor.engine.models:AnchoredQwen2_5_VLForConditionalGeneration",
     "Qwen2VLForConditionalGeneration":
         "vllm_videoanchor.engine.models:AnchoredQwen2VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration":
+        "vllm_videoanchor.engine.models:AnchoredQwen3VLForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration":
         "vllm_videoanchor.engine.models:AnchoredLlavaOnevisionForConditionalGeneration",
 }

@@ -1,6 +1,7 @@
 """Tiny random-weight vision-language models, built offline (no hub), for the demo and tests.
 
-    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl|llava_onevision [--size tiny|small]
+    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl|qwen3_vl|llava_onevision
+                                   [--size tiny|small]
 
 writes a standard Hugging Face model directory (config, safetensors weights, a byte-level
 BPE tokenizer trained here with the Qwen2-VL special tokens and chat template, image and
@@ -26,7 +27,7 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-ARCHS = ("qwen2_5_vl", "qwen2_vl", "llava_onevision")
+ARCHS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision")
 LLAVA_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 VOCAB_SIZE = 512
 SIZES = {
@@ -139,6 +140,8 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
     if arch == "llava_onevision":
         return _build_llava_onevision(Path(out_dir), seed, SIZES[size])
+    if arch == "qwen3_vl":
+        return _build_qwen3_vl(Path(out_dir), seed, SIZES[size])
     cpu_compat.install()
     import torch
     import transformers
@@ -169,6 +172,58 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    return out
+
+
+def _build_qwen3_vl(out: Path, seed: int, size: dict) -> Path:
+    """Vision patch 16, merge 2 (32 px per token), one deepstack level; text M-RoPE sections
+    in Qwen3-VL's 24:20:20 ratio, interleaved. A video's size limit counts the pixels of all
+    its frames: 8 frames of 112 px become 128 px, a 4 x 8 x 8 grid, 64 tokens."""
+    cpu_compat.install()
+    import torch
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden, heads = size["hidden"], size["heads"]
+    half = hidden // heads // 2
+    t = round(half * 24 / 64)
+    sections = [t, (half - t) // 2, half - t - (half - t) // 2]
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=size["intermediate"],
+        num_hidden_layers=size["layers"], num_attention_heads=heads, num_key_value_heads=size["kv_heads"],
+        head_dim=hidden // heads, max_position_embeddings=8192, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": sections,
+                         "mrope_interleaved": True},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=hidden, num_position_embeddings=64,
+                  deepstack_visual_indexes=[0])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    config.architectures = ["Qwen3VLForConditionalGeneration"]
+    torch.manual_seed(seed)
+    Qwen3VLForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(out)
+    factor = 32  # patch 16 x merge 2
+    Qwen3VLProcessor(
+        # Qwen3-VL's 0.5 mean / std: vLLM normalises video frames with the image processor's
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+            min_pixels=factor * factor * 4, max_pixels=factor * factor * 64 * (size["max_pixels"] // (28 * 28 * 64))),
+        video_processor=Qwen3VLVideoProcessor(
+            patch_size=16, merge_size=2, temporal_patch_size=2, cap_pixels_per_frame=False, do_sample_frames=False,
+            size={"shortest_edge": factor * factor * 8, "longest_edge": factor * factor * 8 * 16}),
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+    ).save_pretrained(out)
     return out
 
 

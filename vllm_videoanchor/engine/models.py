@@ -30,6 +30,12 @@ from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLMultiModalProcessor,
     Qwen2_5_VLProcessingInfo,
 )
+from vllm.model_executor.models.qwen3_vl import (
+    Qwen3VLDummyInputsBuilder,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMultiModalProcessor,
+    Qwen3VLProcessingInfo,
+)
 from vllm.model_executor.models.qwen2_vl import (
     Qwen2VLDummyInputsBuilder,
     Qwen2VLForConditionalGeneration,
@@ -149,13 +155,16 @@ class AnchorProcessorMixin:
         if count_key not in outputs:
             return []
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        grids = outputs[count_key]
+        rows = [int(grid.prod()) for grid in grids]
         pixels = outputs.get(PIXEL_KEYS[modality])
-        items, start = [], 0
-        for grid in outputs[count_key]:
-            rows = int(grid.prod())
-            items.append((rows // merge**2, [grid] + ([pixels[start:start + rows]] if pixels is not None else [])))
-            start += rows
-        return items
+        if isinstance(pixels, (list, tuple)):
+            per_item = list(pixels)
+        elif pixels is not None and pixels.shape[0] == sum(rows):
+            per_item = list(torch.split(pixels, rows))
+        else:  # another layout: identify each item by all of them
+            per_item = [pixels] * len(grids) if pixels is not None else [None] * len(grids)
+        return [(n // merge**2, [grid] + ([p] if p is not None else [])) for n, grid, p in zip(rows, grids, per_item)]
 
     def _item_vectors(self, params, items) -> torch.Tensor:
         """One encoded option per item, each with the digest of the item's content and option."""
@@ -249,9 +258,14 @@ class AnchorModelMixin:
         gain_k[rows], gain_v[rows] = gains.gain_k, gains.gain_v
         return pack_gains(embedding, gain_k, gain_v)
 
+    def _embedding_width(self) -> int:
+        """Columns of a plain item's embedding (models that carry more than the LM's input
+        in it, e.g. Qwen3-VL's deepstack features, widen this)."""
+        return self.config.get_text_config().hidden_size
+
     def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
-        hidden = self.config.get_text_config().hidden_size
-        packed = [e.shape[-1] == hidden + GAIN_COLUMNS for e in multimodal_embeddings or ()]
+        width = self._embedding_width()
+        packed = [e.shape[-1] == width + GAIN_COLUMNS for e in multimodal_embeddings or ()]
         if not any(packed):
             GAINS.publish_step(None)
             return super().embed_input_ids(
@@ -307,6 +321,27 @@ class AnchoredQwen2VLMultiModalProcessor(AnchorProcessorMixin, Qwen2VLMultiModal
 )
 class AnchoredQwen2VLForConditionalGeneration(AnchorModelMixin, Qwen2VLForConditionalGeneration):
     pass
+
+
+class AnchoredQwen3VLProcessingInfo(AnchorProcessingInfoMixin, Qwen3VLProcessingInfo):
+    pass
+
+
+class AnchoredQwen3VLMultiModalProcessor(AnchorProcessorMixin, Qwen3VLMultiModalProcessor):
+    pass
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    AnchoredQwen3VLMultiModalProcessor,
+    info=AnchoredQwen3VLProcessingInfo,
+    dummy_inputs=Qwen3VLDummyInputsBuilder,
+)
+class AnchoredQwen3VLForConditionalGeneration(AnchorModelMixin, Qwen3VLForConditionalGeneration):
+    """Items carry deepstack columns after the LM input (the solver sees only the latter);
+    the timestamp tokens inside a video's placeholder are text, not visual rows."""
+
+    def _embedding_width(self) -> int:
+        return self.visual_dim + (self.multiscale_dim if self.use_deepstack else 0)
 
 
 class AnchoredLlavaOnevisionProcessingInfo(AnchorProcessingInfoMixin, LlavaOnevisionProcessingInfo):
