@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vllm_videoanchor.anchor import AnchorParams
-from vllm_videoanchor.engine.option import ANCHOR_KEY, REQUEST_TAG_KEY
+from vllm_videoanchor.engine.option import ANCHOR_KEY, REQUEST_TAG_KEY, parse_anchor_option
 
 from .config import ServerSettings
 
@@ -53,18 +53,14 @@ def parse_anchor(value: Any, settings: ServerSettings) -> AnchorParams | None:
     """`anchor` as sent (absent, bool, object) -> parameters, or RequestError naming the field."""
     if value is _MISSING or value is None:
         value = settings.anchor_default
-    if value is False:
+    try:
+        params = parse_anchor_option(value)  # the plugin's own parsing: one set of rules
+    except ValidationError as exc:
+        raise RequestError(*_pydantic_message(exc)) from None
+    except ValueError as exc:  # not true, false or an object
+        raise RequestError(str(exc), ANCHOR_KEY) from None
+    if params is None:
         return None
-    if value is True:
-        params = AnchorParams()
-    elif isinstance(value, dict):
-        try:
-            params = AnchorParams.model_validate(value)
-        except ValidationError as exc:
-            raise RequestError(*_pydantic_message(exc)) from None
-    else:
-        raise RequestError(f"{ANCHOR_KEY} must be true, false or an object of anchor parameters, "
-                           f"got {type(value).__name__}", ANCHOR_KEY)
     if params.max_iter > settings.max_iter_limit:
         raise RequestError(f"{ANCHOR_KEY}.max_iter={params.max_iter} exceeds this server's limit of "
                            f"{settings.max_iter_limit}", f"{ANCHOR_KEY}.max_iter")

@@ -171,7 +171,10 @@ class AnchorProcessorMixin:
         if params is None:
             return encode(None).expand(len(items), -1).clone()
         option = encode(params)
-        return torch.stack([encode(params, content_digest(option, *content)) for _, content in items])
+        vectors = option.expand(len(items), -1).clone()
+        for vector, (_, content) in zip(vectors, items):
+            vector[-1] = content_digest(option, *content)  # exact: 48 bits fit a float64
+        return vectors
 
     def _check_token_counts(self, params, items) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
