@@ -121,6 +121,9 @@ def rewrite_request(body: Any, settings: ServerSettings, tag: str) -> tuple[Any,
     params = parse_anchor(top if top is not _MISSING else inner, settings)
     decision = AnchorDecision(params, has_visual_input(body))
     if decision.applied:
-        # the full parameter set, so that `true` and the same values spelled out share caches
-        body["mm_processor_kwargs"] = {ANCHOR_KEY: params.model_dump(mode="json"), REQUEST_TAG_KEY: tag}
+        # only what the client set: the engine fills in the model's defaults (MODEL_DEFAULTS)
+        # and encodes the resolved parameters, so `true` and the same values spelled out
+        # still share caches
+        body["mm_processor_kwargs"] = {ANCHOR_KEY: params.model_dump(mode="json", exclude_unset=True) or True,
+                                       REQUEST_TAG_KEY: tag}
     return body, decision

@@ -67,6 +67,8 @@ ANCHORS = {
     "keys_only": {"n_clusters": 4, "alpha_v": 0.0},
     "one_cluster": {"n_clusters": 1},
     "defaults": True,
+    "kmeans": {"method": "kmeans", "n_clusters": 4},  # the paper's ablations
+    "uniform": {"method": "uniform"},
 }
 
 

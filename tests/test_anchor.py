@@ -130,3 +130,85 @@ def test_too_many_clusters_for_the_tokens():
 def test_params_type_is_checked():
     with pytest.raises(TypeError, match="AnchorParams"):
         compute_anchor_gains(torch.randn(10, 4), {"n_clusters": 2})
+
+
+def _unequal_subspaces():
+    """Four subspaces with 15, 12, 9 and 6 points: cluster shares differ."""
+    X, truth = reference.union_of_subspaces(n_subspaces=4, dim=3, ambient=32, points=15, noise=0.005, seed=0)
+    keep = np.concatenate([np.flatnonzero(truth == k)[:m] for k, m in enumerate((15, 12, 9, 6))])
+    return X[keep], truth[keep]
+
+
+def _assert_close(ours: torch.Tensor, ref: np.ndarray):
+    assert np.abs(ours.numpy() - ref).max() <= 1e-5 * max(np.abs(ref).max(), 1.0)
+
+
+@pytest.mark.parametrize("score", ["size", "self_expression", "both"])
+def test_score_variants_match_reference(score):
+    """The score ablations with SSC clusters: the dense ADMM and scikit-learn's spectral
+    clustering in the test give the same partition and the same scores."""
+    X, truth = _unequal_subspaces()
+    gains = compute_anchor_gains(torch.tensor(X), AnchorParams(n_clusters=4, dtype="float64", score=score))
+    C_ref, _ = reference.admm(X.T)
+    labels_ref = reference.spectral_labels(C_ref, 4)
+    assert reference.misclassification(truth, labels_ref) == 0.0
+    assert reference.misclassification(labels_ref, gains.labels.numpy()) == 0.0
+    s_ref, gk_ref, gv_ref = reference.gains(C_ref, labels_ref, 9.5, 2.5, score)
+    for ours, ref in [(gains.score, s_ref), (gains.gain_k, gk_ref), (gains.gain_v, gv_ref)]:
+        _assert_close(ours, ref)
+    assert gains.score.max() > 0.99  # every variant spans [0, 1)
+
+
+@pytest.mark.parametrize("score", ["size", "self_expression", "both"])
+def test_kmeans_ablation_matches_reference(score):
+    """method='kmeans': clusters from k-means on the tokens (the test's own Lloyd's), the
+    self-expression strength still from the dense ADMM; no ADMM at all for score='size'."""
+    X, truth = reference.blobs()
+    gains = compute_anchor_gains(torch.tensor(X), AnchorParams(method="kmeans", n_clusters=4, dtype="float64",
+                                                               score=score))
+    labels_ref = reference.kmeans(X, 4)
+    assert reference.misclassification(truth, labels_ref) == 0.0
+    assert reference.misclassification(labels_ref, gains.labels.numpy()) == 0.0
+    C_ref, n_iter = (None, 0) if score == "size" else reference.admm(X.T)
+    assert gains.n_iter == n_iter
+    s_ref, gk_ref, gv_ref = reference.gains(C_ref, labels_ref, 9.5, 2.5, score)
+    for ours, ref in [(gains.score, s_ref), (gains.gain_k, gk_ref), (gains.gain_v, gv_ref)]:
+        _assert_close(ours, ref)
+
+
+def test_kmeans_and_ssc_differ_where_subspaces_are_not_blobs():
+    """On a union of subspaces through the origin, k-means (distance) does not find the
+    subspaces that SSC finds: the ablation measures something."""
+    X, truth = _unequal_subspaces()
+    ssc = compute_anchor_gains(torch.tensor(X), AnchorParams(n_clusters=4, dtype="float64"))
+    km = compute_anchor_gains(torch.tensor(X), AnchorParams(n_clusters=4, dtype="float64", method="kmeans"))
+    assert reference.misclassification(truth, ssc.labels.numpy()) == 0.0
+    assert reference.misclassification(truth, km.labels.numpy()) > 0.1
+
+
+def test_uniform_ablation_gives_every_token_the_full_gain(random_tokens):
+    tokens = torch.tensor(random_tokens, dtype=torch.float32)
+    gains = compute_anchor_gains(tokens, AnchorParams(method="uniform", alpha_k=3.0, alpha_v=0.5))
+    assert torch.equal(gains.score, torch.ones(40))
+    assert torch.equal(gains.gain_k, torch.full((40,), 4.0)) and torch.equal(gains.gain_v, torch.full((40,), 1.5))
+    assert gains.n_iter == 0 and gains.converged
+
+
+def test_uniform_ignores_the_cluster_count_but_not_bad_tokens():
+    assert compute_anchor_gains(torch.randn(3, 4), AnchorParams(method="uniform")).score.shape == (3,)
+    with pytest.raises(ValueError, match="NaN"):
+        compute_anchor_gains(torch.full((4, 3), float("nan")), AnchorParams(method="uniform"))
+
+
+def test_score_variants_need_clusters():
+    with pytest.raises(pydantic.ValidationError, match="score") as info:
+        AnchorParams(method="uniform", score="size")
+    assert info.value.errors()[0]["loc"] == ("score",)
+
+
+def test_ablations_are_deterministic(random_tokens):
+    tokens = torch.tensor(random_tokens, dtype=torch.float32)
+    for method in ("ssc", "kmeans"):
+        a = compute_anchor_gains(tokens, AnchorParams(method=method, n_clusters=5))
+        b = compute_anchor_gains(tokens.clone(), AnchorParams(method=method, n_clusters=5))
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.gain_k, b.gain_k)

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import vllm_videoanchor
+from vllm_videoanchor import anchor
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.engine.option import (
     FIELDS, VECTOR_SIZE, content_digest, decode, encode, item_digest, parse_anchor_option, split_anchor_option)
@@ -29,6 +31,26 @@ def test_bad_values_name_the_field(value, field):
         parse_anchor_option(value)
 
 
+def test_model_defaults_sit_under_the_request_fields(monkeypatch):
+    """True is the architecture's row of MODEL_DEFAULTS; given fields go on top; other
+    architectures get AnchorParams' own defaults."""
+    row = anchor.ModelDefaults("test", overrides={"alpha_k": 2.0, "n_clusters": 8})
+    monkeypatch.setitem(anchor.MODEL_DEFAULTS, "TestArch", row)
+    assert parse_anchor_option(True, "TestArch") == AnchorParams(alpha_k=2.0, n_clusters=8)
+    assert parse_anchor_option({"n_clusters": 3}, "TestArch") == AnchorParams(alpha_k=2.0, n_clusters=3)
+    assert parse_anchor_option(True, "OtherArch") == AnchorParams()
+    with pytest.raises(ValueError, match="alpha_k"):
+        parse_anchor_option({"alpha_k": -2}, "TestArch")
+
+
+def test_every_anchored_architecture_has_a_defaults_row():
+    assert set(vllm_videoanchor.ANCHORED_MODELS) <= set(anchor.MODEL_DEFAULTS)
+    published = {name for name, row in anchor.MODEL_DEFAULTS.items() if row.frames is not None}
+    assert published == {"InternVLChatModel", "InternVLForConditionalGeneration"}
+    assert all("unvalidated" in anchor.MODEL_DEFAULTS[name].source
+               for name in set(anchor.MODEL_DEFAULTS) - published)
+
+
 def test_split_removes_the_option():
     params, rest = split_anchor_option({"anchor": True, "fps": 2})
     assert params == AnchorParams() and rest == {"fps": 2}
@@ -37,7 +59,8 @@ def test_split_removes_the_option():
 @pytest.mark.parametrize(
     "params",
     [AnchorParams(), AnchorParams(alpha_k=0.5, n_clusters=3, affine=False, solver="dense",
-                                  dtype="float64", pca_rank=16, max_iter=77, eps=1e-6)],
+                                  dtype="float64", pca_rank=16, max_iter=77, eps=1e-6),
+     AnchorParams(method="kmeans", score="self_expression"), AnchorParams(method="uniform")],
 )
 def test_round_trip(params):
     vector = encode(params, digest=2**48 - 1)

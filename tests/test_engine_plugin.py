@@ -71,6 +71,7 @@ def test_anchoring_changes_the_answer(plugin):
     assert max_logprob_diff(plugin["keys_only"], plugin["anchored"]) > 1e-3  # alpha_v honoured
     assert max_logprob_diff(plugin["one_cluster"], plugin["anchored"]) > 1e-3  # n_clusters honoured
     assert max_logprob_diff(plugin["defaults"], plugin["video"]) > 1e-2
+    assert max_logprob_diff(plugin["kmeans"], plugin["anchored"]) > 1e-3  # method honoured
 
 
 def test_anchored_images(model, plugin):
@@ -127,7 +128,7 @@ def test_dense_reference_reproduces_plain_vllm(plugin, dense, video_inputs):
                                dense.prompt_logprobs(video_inputs), atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["anchored", "keys_only", "one_cluster", "defaults"])
+@pytest.mark.parametrize("case", ["anchored", "keys_only", "one_cluster", "defaults", "kmeans", "uniform"])
 def test_anchored_prefill_equals_dense_reference(plugin, dense, video_inputs, case):
     """vLLM's solver got exactly the video's visual tokens (as transformers computes them),
     and its gains, applied densely by hand, give vLLM's anchored prompt logprobs to float32
@@ -161,6 +162,16 @@ def test_anchored_prefill_equals_fully_independent_reference(plugin, dense, vide
     expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, gain_k),
                                      dense.per_position(video_inputs, gain_v))
     np.testing.assert_allclose(actual_prompt_logprobs(plugin["one_cluster"]), expected, atol=1e-3)
+
+
+def test_uniform_ablation_equals_reference_with_known_gains(plugin, dense, video_inputs):
+    """method='uniform': every visual key gets 1 + alpha_k and every visual value 1 + alpha_v,
+    known without any solver, so this comparison depends on nothing vLLM computed."""
+    n = len(dense.visual_tokens(video_inputs))
+    gain_k, gain_v = np.full(n, 1 + AnchorParams().alpha_k), np.full(n, 1 + AnchorParams().alpha_v)
+    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, gain_k),
+                                     dense.per_position(video_inputs, gain_v))
+    np.testing.assert_allclose(actual_prompt_logprobs(plugin["uniform"]), expected, atol=5e-5)
 
 
 def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):

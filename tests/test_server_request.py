@@ -24,22 +24,20 @@ def test_off_leaves_the_request_as_stock_vllm_would_see_it(fields):
     assert body == {"model": "m", "messages": VIDEO_MESSAGE} and not decision.applied
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"anchor": True}, AnchorParams()),
-    ({"anchor": {"n_clusters": 4, "alpha_v": 0.0}}, AnchorParams(n_clusters=4, alpha_v=0.0)),
-    ({"mm_processor_kwargs": {"anchor": {"n_clusters": 4}}}, AnchorParams(n_clusters=4)),
+@pytest.mark.parametrize("fields, expected, sent", [
+    ({"anchor": True}, AnchorParams(), True),
+    ({"anchor": {"n_clusters": 4, "alpha_v": 0}}, AnchorParams(n_clusters=4, alpha_v=0.0),
+     {"n_clusters": 4, "alpha_v": 0.0}),
+    ({"mm_processor_kwargs": {"anchor": {"n_clusters": 4}}}, AnchorParams(n_clusters=4), {"n_clusters": 4}),
+    ({"anchor": {"method": "kmeans", "score": "size"}}, AnchorParams(method="kmeans", score="size"),
+     {"method": "kmeans", "score": "size"}),
 ])
-def test_on_becomes_the_plugins_processor_kwargs(fields, expected):
+def test_on_becomes_the_plugins_processor_kwargs(fields, expected, sent):
+    """Only the fields the client set travel: the engine puts them over the model's defaults."""
     body, decision = rewrite(**fields)
     assert decision.applied and decision.params == expected
     assert "anchor" not in body
-    assert body["mm_processor_kwargs"] == {"anchor": expected.model_dump(mode="json"),
-                                           "videoanchor_request": "tag1"}
-
-
-def test_true_and_spelled_out_defaults_send_the_same_kwargs():
-    """Same kwargs, same multimodal hash: the two share encoder-cache entries and KV blocks."""
-    assert rewrite(anchor=True)[0] == rewrite(anchor=AnchorParams().model_dump())[0]
+    assert body["mm_processor_kwargs"] == {"anchor": sent, "videoanchor_request": "tag1"}
 
 
 def test_server_default_applies_only_when_the_request_is_silent():
@@ -58,6 +56,8 @@ def test_text_only_requests_are_never_anchored():
     ({"anchor": {"n_clusters": "four"}}, "anchor.n_clusters", "valid integer"),
     ({"anchor": {"unknown": 1}}, "anchor.unknown", "Extra inputs are not permitted"),
     ({"anchor": "yes"}, "anchor", "must be true, false or an object"),
+    ({"anchor": {"method": "random"}}, "anchor.method", "'ssc', 'kmeans' or 'uniform'"),
+    ({"anchor": {"method": "uniform", "score": "size"}}, "anchor.score", "same score"),
     ({"anchor": {"max_iter": 10**6}}, "anchor.max_iter", "exceeds this server's limit of 10000"),
     ({"mm_processor_kwargs": {"max_pixels": 10**9}}, "mm_processor_kwargs", "only 'anchor' is accepted"),
     ({"mm_processor_kwargs": [1]}, "mm_processor_kwargs", "must be an object"),

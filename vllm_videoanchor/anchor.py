@@ -3,19 +3,22 @@
 `AnchorParams` is every knob of the method, validated with messages that name the field;
 `compute_anchor_gains` runs Sparse Subspace Clustering on the tokens, turns each token's
 cluster size and self-expression strength into a score s in [0, 1], and returns the key
-and value gains g_K = 1 + alpha_k s and g_V = 1 + alpha_v s.
+and value gains g_K = 1 + alpha_k s and g_V = 1 + alpha_v s. The paper's ablations are
+selectable: `method` (how tokens are clustered, or no clustering) and `score` (which of
+the two factors the score keeps). `MODEL_DEFAULTS` holds per-architecture defaults.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .ssc import SparseSubspaceClustering
+from .ssc import SparseSubspaceClustering, as_token_matrix, kmeans_labels
+from .ssc.estimator import DTYPES
 
 SCORE_EPS = 1e-5  # the reference's guard in (s_hat - min) / (max - min + 1e-5)
 # AnchorParams fields that are SparseSubspaceClustering parameters of the same name
@@ -34,7 +37,11 @@ class AnchorParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    method: Literal["ssc"] = "ssc"
+    method: Literal["ssc", "kmeans", "uniform"] = Field(
+        "ssc", description="ssc: the method; kmeans: k-means clusters of the tokens (ablation); "
+        "uniform: every visual token s = 1 (ablation)")
+    score: Literal["both", "size", "self_expression"] = Field(
+        "both", description="s from cluster share x self-expression (both), or one factor alone (ablation)")
     alpha_q: float = Field(4.0, ge=0, allow_inf_nan=False, description="no effect (cancels)")
     alpha_k: float = Field(9.5, ge=0, allow_inf_nan=False, description="key gain: 1 + alpha_k s")
     alpha_v: float = Field(2.5, ge=0, allow_inf_nan=False, description="value gain: 1 + alpha_v s")
@@ -50,10 +57,54 @@ class AnchorParams(BaseModel):
     solver: Literal["auto", "dense", "lowrank"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
+    @field_validator("score")
+    @classmethod
+    def _score_needs_clusters(cls, score: str, info: ValidationInfo) -> str:
+        if score != "both" and info.data.get("method") == "uniform":
+            raise ValueError("method='uniform' gives every visual token the same score; "
+                             "score variants apply to 'ssc' and 'kmeans'")
+        return score
+
+    @property
+    def clusters_tokens(self) -> bool:
+        """Whether the method partitions the tokens (so n_clusters must fit them)."""
+        return self.method != "uniform"
+
     def estimator(self, device=None, backend: str = "torch") -> SparseSubspaceClustering:
         """The clustering estimator these parameters describe."""
         knobs = self.model_dump(include=ESTIMATOR_FIELDS)
         return SparseSubspaceClustering(**knobs, device=device, backend=backend)
+
+
+PAPER_VALUES = "the paper's values for InternVL2-8B (alpha_q, alpha_k, alpha_v = 4.0, 9.5, 2.5; 8 frames)"
+UNVALIDATED = "unvalidated: no published values for this model; the paper's InternVL2-8B values"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """An architecture's default anchor parameters, and where they come from."""
+
+    source: str
+    overrides: dict = field(default_factory=dict)  # fields that differ from AnchorParams' defaults
+    frames: int | None = None  # frames per video the values were chosen with, where known
+
+
+# One table, keyed by the architecture names vLLM registers; anything else gets the defaults.
+MODEL_DEFAULTS: dict[str, ModelDefaults] = {
+    "InternVLChatModel": ModelDefaults(PAPER_VALUES, frames=8),
+    "InternVLForConditionalGeneration": ModelDefaults(PAPER_VALUES + ", Hugging Face format", frames=8),
+    "Qwen2_5_VLForConditionalGeneration": ModelDefaults(UNVALIDATED),
+    "Qwen2VLForConditionalGeneration": ModelDefaults(UNVALIDATED),
+    "Qwen3VLForConditionalGeneration": ModelDefaults(UNVALIDATED),
+    "LlavaOnevisionForConditionalGeneration": ModelDefaults(UNVALIDATED),
+}
+
+
+def params_for_model(architecture: str | None, given: dict | None = None) -> AnchorParams:
+    """The architecture's defaults with the fields a request gave on top (validated together)."""
+    defaults = MODEL_DEFAULTS.get(architecture)
+    overrides = defaults.overrides if defaults else {}
+    return AnchorParams.model_validate({**overrides, **(given or {})})
 
 
 @dataclass
@@ -72,18 +123,65 @@ class AnchorGains:
     seconds: float  # solver plus clustering, wall clock
 
 
-def shared_expression_score(coef: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def shared_expression_score(
+    coef: torch.Tensor | None, labels: torch.Tensor, score: str = "both", dtype=None
+) -> torch.Tensor:
     """s = minmax(pi * r): pi_i = |cluster(i)| / N, r_i = sum_j C_ij (signed row sum of C).
 
-    `coef` is the estimator's coef_ = C^T, so r is its column sum.
+    `coef` is the estimator's coef_ = C^T, so r is its column sum. score="size" keeps pi
+    alone (coef may be None), "self_expression" r alone.
     """
-    n = coef.shape[0]
+    n = labels.shape[0]
+    dtype = coef.dtype if coef is not None else dtype
     cluster_sizes = torch.bincount(labels, minlength=int(labels.max()) + 1)
-    share = cluster_sizes[labels].to(coef.dtype) / n
-    strength = coef.sum(dim=0)
-    raw = share * strength
+    share = cluster_sizes[labels].to(dtype) / n
+    if score == "size":
+        raw = share
+    else:
+        strength = coef.sum(dim=0)
+        raw = strength if score == "self_expression" else share * strength
     low, high = raw.min(), raw.max()
     return (raw - low) / (high - low + SCORE_EPS)
+
+
+@dataclass
+class _Solve:
+    """What the clustering step produced (SSC statistics stay empty when no ADMM ran)."""
+
+    score: torch.Tensor
+    labels: torch.Tensor
+    n_iter: int = 0
+    converged: bool = True
+    lambda_e: float = 0.0
+    lambda_z: float = 0.0
+    residual: float = 0.0
+
+
+def _self_expression(tokens: torch.Tensor, params: AnchorParams, backend: str):
+    """The fitted SSC estimator; with labels only when the method is SSC."""
+    if params.method != "ssc":
+        # one cluster makes the spectral step a no-op: coefficients without clustering
+        params = params.model_copy(update={"n_clusters": 1})
+    return params.estimator(backend=backend).fit(tokens)
+
+
+def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str) -> _Solve:
+    if params.method == "uniform":
+        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
+        return _Solve(torch.ones(X.shape[0], dtype=X.dtype, device=X.device),
+                      torch.zeros(X.shape[0], dtype=torch.int64, device=X.device))
+    if params.method == "kmeans" and params.score == "size":  # no self-expression needed
+        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
+        labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
+        return _Solve(shared_expression_score(None, labels, "size", X.dtype), labels)
+    est = _self_expression(tokens, params, backend)
+    if params.method == "kmeans":
+        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype], device=est.coef_.device)
+        labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
+    else:
+        labels = est.labels_
+    return _Solve(shared_expression_score(est.coef_, labels, params.score), labels, est.n_iter_,
+                  est.converged_, est.lambda_e_, est.lambda_z_, est.residual_)
 
 
 def compute_anchor_gains(
@@ -96,8 +194,8 @@ def compute_anchor_gains(
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     start = time.perf_counter()
-    est = params.estimator(backend=backend).fit(tokens)
-    score = shared_expression_score(est.coef_, est.labels_)
+    solve = _solve(tokens, params, backend)
+    score = solve.score
     if score.is_cuda:
         torch.cuda.synchronize(score.device)
     seconds = time.perf_counter() - start
@@ -105,11 +203,11 @@ def compute_anchor_gains(
         score=score,
         gain_k=1.0 + params.alpha_k * score,
         gain_v=1.0 + params.alpha_v * score,
-        labels=est.labels_,
-        n_iter=est.n_iter_,
-        converged=est.converged_,
-        lambda_e=est.lambda_e_,
-        lambda_z=est.lambda_z_,
-        residual=est.residual_,
+        labels=solve.labels,
+        n_iter=solve.n_iter,
+        converged=solve.converged,
+        lambda_e=solve.lambda_e,
+        lambda_z=solve.lambda_z,
+        residual=solve.residual,
         seconds=seconds,
     )

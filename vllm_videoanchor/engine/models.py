@@ -104,13 +104,19 @@ class AnchorProcessorMixin:
     """Validates the option, strips it, and attaches it to every item."""
 
     def apply(self, inputs, timing_ctx):
-        """Takes the server's request tag out before hashing; afterwards records the
-        digests of the request's anchored items under it."""
-        tag = inputs.hf_processor_mm_kwargs.get(REQUEST_TAG_KEY)
-        if tag is None:
-            return super().apply(inputs, timing_ctx)
-        kwargs = {k: v for k, v in inputs.hf_processor_mm_kwargs.items() if k != REQUEST_TAG_KEY}
+        """Hashes the option in its resolved form and without the server's request tag;
+        afterwards records the digests of the request's anchored items under the tag."""
+        kwargs = dict(inputs.hf_processor_mm_kwargs)
+        tag = kwargs.pop(REQUEST_TAG_KEY, None)
+        params, _ = split_anchor_option(kwargs, self.info.ctx.model_config.architecture)
+        # `true`, the same values spelled out, and the model's defaults hash alike; off
+        # hashes like a plain request
+        kwargs.pop(ANCHOR_KEY, None)
+        if params is not None:
+            kwargs[ANCHOR_KEY] = params.model_dump(mode="json")
         result = super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), timing_ctx)
+        if tag is None:
+            return result
         hashes = []
         for modality, (field, _) in ITEM_FIELDS.items():
             modality_hashes = result["mm_hashes"].get(modality, [])
@@ -129,7 +135,7 @@ class AnchorProcessorMixin:
     def _apply_hf_processor_main(self, mm_items, hf_kwargs: Mapping[str, object]):
         """The processed items, each with the encoded option as a field (every model's
         processing passes through here, whichever HF calls it makes)."""
-        params, rest = split_anchor_option(hf_kwargs)
+        params, rest = split_anchor_option(hf_kwargs, self.info.ctx.model_config.architecture)
         if params is not None:
             from vllm.platforms import current_platform
 
@@ -182,7 +188,7 @@ class AnchorProcessorMixin:
         width = self.info.get_hf_config().get_text_config().hidden_size
         limit = int(os.environ.get(MAX_TOKENS_ENV) or 0)
         for n_tokens, _ in items:
-            if params.n_clusters > n_tokens:
+            if params.clusters_tokens and params.n_clusters > n_tokens:
                 raise ValueError(
                     f"{ANCHOR_KEY}.n_clusters={params.n_clusters} exceeds the {n_tokens} "
                     "visual tokens of an item"

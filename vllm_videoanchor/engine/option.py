@@ -1,7 +1,8 @@
 """The per-request `anchor` option: parsed from mm_processor_kwargs, carried as a tensor.
 
 A request asks for anchoring with `mm_processor_kwargs={"anchor": ...}`: absent, None or
-False is off, True is the defaults, a mapping is `AnchorParams` fields. The parsed
+False is off, True is the model's defaults (`MODEL_DEFAULTS`), a mapping is `AnchorParams`
+fields on top of them. The parsed
 parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
 carries per-item tensors, and all items must have the same fields): an "enabled" flag,
 the fields in `AnchorParams` order (literals as their index), then the item's digest (a
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..anchor import AnchorParams
+from ..anchor import AnchorParams, params_for_model
 
 ANCHOR_KEY = "anchor"
 REQUEST_TAG_KEY = "videoanchor_request"
@@ -33,26 +34,29 @@ def _literal_choices(name: str) -> tuple | None:
     return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
 
 
-def parse_anchor_option(value: object) -> AnchorParams | None:
-    """None when anchoring is off; AnchorParams otherwise. ValueError names the bad field."""
+def parse_anchor_option(value: object, architecture: str | None = None) -> AnchorParams | None:
+    """None when anchoring is off; AnchorParams (the architecture's defaults under the given
+    fields) otherwise. ValueError names the bad field."""
     if value is None or value is False:
         return None
     if value is True:
-        return AnchorParams()
+        return params_for_model(architecture)
     if isinstance(value, AnchorParams):
         return value
     if isinstance(value, Mapping):
-        return AnchorParams.model_validate(dict(value))  # pydantic.ValidationError is a ValueError
+        return params_for_model(architecture, dict(value))  # pydantic.ValidationError is a ValueError
     raise ValueError(
         f"{ANCHOR_KEY} must be true, false or an object of anchor parameters, "
         f"got {type(value).__name__}"
     )
 
 
-def split_anchor_option(kwargs: Mapping[str, object]) -> tuple[AnchorParams | None, dict]:
+def split_anchor_option(
+    kwargs: Mapping[str, object], architecture: str | None = None
+) -> tuple[AnchorParams | None, dict]:
     """The parsed option and the remaining processor kwargs (without ours)."""
     rest = {k: v for k, v in kwargs.items() if k not in (ANCHOR_KEY, REQUEST_TAG_KEY)}
-    return parse_anchor_option(kwargs.get(ANCHOR_KEY)), rest
+    return parse_anchor_option(kwargs.get(ANCHOR_KEY), architecture), rest
 
 
 def encode(params: AnchorParams | None, digest: int = 0) -> torch.Tensor:

@@ -2,14 +2,17 @@
 
 from .admm import AdmmResult, admm_ssc, pca_project
 from .cupy_admm import cupy_available
-from .estimator import SparseSubspaceClustering
+from .estimator import SparseSubspaceClustering, as_token_matrix
+from .kmeans import kmeans_labels
 from .spectral import spectral_clustering
 
 __all__ = [
     "AdmmResult",
     "SparseSubspaceClustering",
     "admm_ssc",
+    "as_token_matrix",
     "cupy_available",
+    "kmeans_labels",
     "pca_project",
     "spectral_clustering",
 ]
