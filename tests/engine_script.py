@@ -18,6 +18,7 @@ import numpy as np
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+JOINT_IMAGES = 4  # images of the multi-view request
 PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -94,7 +95,7 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
     solves = [] if plain_only else record_solves()
 
     llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype,
-              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk,
+              limit_mm_per_prompt={"video": 1, "image": JOINT_IMAGES}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
     video, image = placeholders(model)
@@ -102,6 +103,8 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
         "video": {"prompt": PROMPT.format(media=video), "multi_modal_data": {"video": video_item()}},
         "image": {"prompt": PROMPT.format(media=image), "multi_modal_data": {"image": image_item()}},
         "text": {"prompt": PROMPT.format(media="")},
+        "images": {"prompt": PROMPT.format(media=image * JOINT_IMAGES),
+                   "multi_modal_data": {"image": [image_item(seed) for seed in range(1, JOINT_IMAGES + 1)]}},
     }
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
     if plain_only:
@@ -119,11 +122,16 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
              dict(other, mm_processor_kwargs={"anchor": ANCHORS["keys_only"]})]
     results["batch"] = [summary(out) for out in llm.generate(batch, params)]
 
-    try:  # an anchored image (LLaVA-OneVision anchors videos only: an error naming why)
-        image = dict(prompts["image"], mm_processor_kwargs={"anchor": {"n_clusters": 4}})
-        results["anchored_image"] = summary(llm.generate(image, params)[0])
-    except Exception as exc:
-        results["anchored_image"] = f"{type(exc).__name__}: {exc}"
+    # an anchored image, and several images anchored jointly (LLaVA-OneVision anchors videos
+    # only: an error naming why)
+    for name, prompt in (("anchored_image", prompts["image"]), ("joint_images", prompts["images"])):
+        before = len(solves)
+        try:
+            results[name] = summary(llm.generate(dict(prompt, mm_processor_kwargs={"anchor": {"n_clusters": 4}}),
+                                                 params)[0])
+            results[name]["solves"] = solves[before:]
+        except Exception as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"
     bad = dict(prompts["video"], mm_processor_kwargs={"anchor": {"alpha_k": -1}})
     too_many = dict(prompts["video"], mm_processor_kwargs={"anchor": {"n_clusters": 1000}})
     for name, prompt in (("anchor_bad", bad), ("anchor_too_many_clusters", too_many)):

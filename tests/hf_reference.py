@@ -67,10 +67,17 @@ class DenseReference:
         return self.processor(text=[prompt], videos=[frames], video_metadata=[strip_sampling_flag(meta)],
                               do_sample_frames=False, return_tensors="pt")
 
+    def image_inputs(self, prompt, images):
+        return self.processor(text=[prompt], images=images, return_tensors="pt")
+
     @torch.no_grad()
     def visual_tokens(self, inputs) -> torch.Tensor:
-        """The visual tokens of the video: [N, hidden]. The rows that replace the video
-        placeholders, but for LLaVA-OneVision's closing newline row (not a visual token)."""
+        """The visual tokens of the video (or of all images, in order): [N, hidden]. The rows
+        that replace the placeholders, but for LLaVA-OneVision's closing newline row (not a
+        visual token)."""
+        if "pixel_values" in inputs:
+            out = self.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+            return torch.cat(list(out.pooler_output))
         if not self.qwen:
             return self.model.model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0, :-1]
         out = self.model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
@@ -100,11 +107,12 @@ class DenseReference:
         _GAINS["k"] = None if gain_k is None else torch.as_tensor(gain_k, dtype=torch.float64)
         _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
         try:
-            extra = {k: inputs[k] for k in ("second_per_grid_ts", "video_grid_thw", "mm_token_type_ids") if k in inputs}
-            if self.vllm_positions:
+            keys = ("pixel_values_videos", "pixel_values", "second_per_grid_ts", "video_grid_thw", "image_grid_thw",
+                    "mm_token_type_ids")
+            extra = {k: inputs[k] for k in keys if k in inputs}
+            if self.vllm_positions and "video_grid_thw" in inputs:  # images: the two numberings agree
                 extra["position_ids"] = self.positions(inputs)[:, None, :]
-            logits = self.model(input_ids=inputs["input_ids"], pixel_values_videos=inputs["pixel_values_videos"],
-                                **extra).logits[0]
+            logits = self.model(input_ids=inputs["input_ids"], **extra).logits[0]
         finally:
             _GAINS["k"] = _GAINS["v"] = None
         ids = inputs["input_ids"][0]
@@ -117,5 +125,6 @@ class DenseReference:
         ids = inputs["input_ids"][0].numpy()
         out = np.ones(len(ids))
         values = np.asarray(token_values, dtype=np.float64)
-        out[np.flatnonzero(ids == self.config.video_token_id)[:len(values)]] = values
+        token = self.config.image_token_id if "pixel_values" in inputs else self.config.video_token_id
+        out[np.flatnonzero(ids == token)[:len(values)]] = values
         return out

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import reference
-from engine_script import ANCHORS, PROMPT, placeholders, video_item
+from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholders, video_item
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.tiny import build_tiny_model
 
@@ -61,7 +62,7 @@ def stock(model):
     return run_engine(model, "--plain-only", plugins="")
 
 
-@pytest.mark.parametrize("kind", ["video", "image", "text"])
+@pytest.mark.parametrize("kind", ["video", "image", "text", "images"])
 def test_plain_requests_equal_stock_vllm(plugin, stock, kind):
     assert plugin[kind] == stock[kind]  # tokens, logprobs and prompt logprobs, bit for bit
 
@@ -174,6 +175,36 @@ def test_uniform_ablation_equals_reference_with_known_gains(plugin, dense, video
     np.testing.assert_allclose(actual_prompt_logprobs(plugin["uniform"]), expected, atol=5e-5)
 
 
+@pytest.fixture(scope="module")
+def images_inputs(dense):
+    images = [image_item(seed) for seed in range(1, JOINT_IMAGES + 1)]
+    return dense.image_inputs(PROMPT.format(media=placeholders(dense.model_dir)[1] * JOINT_IMAGES), images)
+
+
+def test_joint_anchoring_of_four_images_equals_dense_reference_on_one_token_set(plugin, dense, images_inputs):
+    """A request's 4 images are anchored as one token set: one solve over all their visual
+    tokens (transformers' tokens of the 4 images, concatenated), and the dense reference
+    with those gains spread over the 4 images gives vLLM's prompt logprobs."""
+    if not dense.qwen:
+        assert "LLaVA-OneVision anchors videos only" in plugin["joint_images"]
+        return
+    assert plugin["images"]["prompt_token_ids"] == images_inputs["input_ids"][0].tolist()
+    np.testing.assert_allclose(actual_prompt_logprobs(plugin["images"]), dense.prompt_logprobs(images_inputs),
+                               atol=1e-5)
+    (solve,) = plugin["joint_images"]["solves"]
+    tokens = dense.visual_tokens(images_inputs).numpy()
+    assert len(tokens) == JOINT_IMAGES * 16
+    np.testing.assert_allclose(np.array(solve["tokens"]), tokens, atol=1e-5)
+    expected = dense.prompt_logprobs(images_inputs, dense.per_position(images_inputs, solve["gain_k"]),
+                                     dense.per_position(images_inputs, solve["gain_v"]))
+    got = actual_prompt_logprobs(plugin["joint_images"])
+    np.testing.assert_allclose(got, expected, atol=5e-5)
+    assert np.abs(got - actual_prompt_logprobs(plugin["images"])).max() > 1e-2
+    if dense.config.model_type != "qwen3_vl":  # stable clustering: the solve is reproducible here
+        gains = compute_anchor_gains(torch.as_tensor(tokens), AnchorParams(n_clusters=4))
+        np.testing.assert_allclose(gains.gain_k.numpy(), solve["gain_k"], rtol=1e-4)
+
+
 def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):
     assert "alpha_k" in plugin["anchor_bad"]
     tokens = VISUAL_TOKENS[json.loads((model / "config.json").read_text())["model_type"]]
@@ -188,7 +219,11 @@ def test_chunked_prefill_gives_the_same_anchoring(model, plugin, caching):
     """32-token chunks split the 64-token video over several steps, with the prefix cache
     on (the identical second request is then a cache hit) and off."""
     chunked = run_engine(model, "--chunk", "32", *(["--no-prefix-caching"] if caching.startswith("no") else []))
-    for name in ("video", "anchored", "anchored_again", "keys_only", "one_cluster"):
+    names = ["video", "anchored", "anchored_again", "keys_only", "one_cluster", "images"]
+    if isinstance(plugin["joint_images"], dict):  # the 4 images' group spans several chunks
+        names.append("joint_images")
+        assert len(chunked["joint_images"]["solves"]) == 1
+    for name in names:
         assert max_logprob_diff(chunked[name], plugin[name]) < 1e-5, name
         assert chunked[name]["tokens"] == plugin[name]["tokens"]
 

@@ -2,17 +2,21 @@
 
 The processor takes `anchor` out of the request's mm_processor_kwargs before any Hugging
 Face call (where it would be an unknown kwarg, and `get_hf_processor` is cached on its
-kwargs), validates it, and attaches it to every item as a field, so that it is part of the
-item's data and of the multimodal hash (the kwargs are hashed as the request sent them):
-anchored and plain requests on the same media never share encoder-cache entries or KV
-blocks. A new model is a small subclass of its vLLM class with these mixins.
+kwargs), validates it, and attaches it to every item as a field. The option enters the
+multimodal hash in its resolved form (the model's defaults filled in): anchored and plain
+requests on the same media never share encoder-cache entries or KV blocks, while `true`
+and the same values spelled out do. A request's images are anchored jointly, as one token
+set (the multi-view case); see `_get_mm_hashes` and `AnchorModelMixin._joint_gains`.
+A new model is a small subclass of its vLLM class with these mixins.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -48,7 +52,9 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 from ..anchor import compute_anchor_gains
 from .gains import GAIN_COLUMNS, GAINS, pack_gains, unpack_gains
 from . import solve_log
-from .option import ANCHOR_KEY, REQUEST_TAG_KEY, content_digest, decode, encode, item_digest, split_anchor_option
+from .option import (
+    ANCHOR_KEY, REQUEST_TAG_KEY, content_digest, decode, encode, item_digest, item_group, split_anchor_option,
+)
 from .stats import record_failure, record_solve
 
 # under vLLM's logger tree: its format (which process / rank) and VLLM_LOGGING_LEVEL apply
@@ -60,6 +66,14 @@ ITEM_FIELDS = {"video": ("video_anchor", "video_grid_thw"), "image": ("image_anc
 
 # pixel tensors per modality (rows per item = the item's grid product)
 PIXEL_KEYS = {"video": "pixel_values_videos", "image": "pixel_values"}
+
+# A request's images are anchored jointly (one token set): their hashes are combined with
+# the group's (prefix marks them), and every member carries the whole group's encoder inputs
+# under GROUP_PREFIX + key, so that any member can compute the joint gains on its own.
+JOINT_MODALITY = "image"
+GROUP_HASH_PREFIX = "videoanchor-group-"
+GROUP_PREFIX = "anchor_group_"
+JOINT_CACHE_SIZE = 64  # joint solves kept per process (gains of all members)
 
 # server-wide bound on an anchored item's visual tokens (0 = none), set by the server
 MAX_TOKENS_ENV = "VIDEOANCHOR_MAX_VISUAL_TOKENS"
@@ -128,6 +142,22 @@ class AnchorProcessorMixin:
         solve_log.note_request(str(tag), hashes)
         return result
 
+    def _get_mm_hashes(self, inputs):
+        """An anchored request's images are one token set: each image's hash also covers the
+        others, so an image anchored with other companions never shares caches."""
+        hashes = super()._get_mm_hashes(inputs)
+        images = hashes.get(JOINT_MODALITY, [])
+        if ANCHOR_KEY not in inputs.hf_processor_mm_kwargs or len(images) < 2:
+            return hashes
+        group = hashlib.sha256("\n".join(images).encode()).hexdigest()
+        combined = [GROUP_HASH_PREFIX + hashlib.sha256(f"{h}\n{group}".encode()).hexdigest() for h in images]
+        return {**hashes, JOINT_MODALITY: combined}
+
+    def _get_cache_missing_items(self, cache, mm_data_items, mm_hashes):
+        """A group is processed whole: if any member left the processor cache, all are
+        processed again (the cache keeps the entries it already has)."""
+        return super()._get_cache_missing_items(_WholeGroups(cache), mm_data_items, mm_hashes)
+
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]):
         _, rest = split_anchor_option(hf_kwargs)  # never reaches Hugging Face code
         return super()._call_hf_processor(hf_data, rest)
@@ -147,10 +177,16 @@ class AnchorProcessorMixin:
         outputs = super()._apply_hf_processor_main(mm_items, rest)
         for modality, (field, _) in ITEM_FIELDS.items():
             items = self._visual_items(outputs, modality)
-            if items:
-                if params is not None:
-                    self._check_token_counts(params, items)
-                outputs[field] = self._item_vectors(params, items)
+            if not items:
+                continue
+            joint = params is not None and modality == JOINT_MODALITY and len(items) > 1
+            if joint:
+                self._check_token_counts(params, [(sum(n for n, _ in items), [])])
+            elif params is not None:
+                self._check_token_counts(params, items)
+            outputs[field] = self._item_vectors(params, items, joint)
+            if modality == JOINT_MODALITY:
+                outputs.update(self._group_inputs(outputs, len(items), joint))
         return outputs
 
     def _visual_items(self, outputs, modality) -> list[tuple[int, list[torch.Tensor]]]:
@@ -172,15 +208,31 @@ class AnchorProcessorMixin:
             per_item = [pixels] * len(grids) if pixels is not None else [None] * len(grids)
         return [(n // merge**2, [grid] + ([p] if p is not None else [])) for n, grid, p in zip(rows, grids, per_item)]
 
-    def _item_vectors(self, params, items) -> torch.Tensor:
-        """One encoded option per item, each with the digest of the item's content and option."""
+    def _item_vectors(self, params, items, joint: bool = False) -> torch.Tensor:
+        """One encoded option per item, each with the digest of the item's content and option
+        (of the whole group's, for the members of a joint group)."""
         if params is None:
             return encode(None).expand(len(items), -1).clone()
         option = encode(params)
+        if joint:
+            digest = content_digest(option, *(part for _, content in items for part in content))
+            return torch.stack([encode(params, digest, (len(items), member)) for member in range(len(items))])
         vectors = option.expand(len(items), -1).clone()
         for vector, (_, content) in zip(vectors, items):
             vector[-1] = content_digest(option, *content)  # exact: 48 bits fit a float64
         return vectors
+
+    def _group_inputs(self, outputs, n_items: int, joint: bool) -> dict[str, torch.Tensor]:
+        """The whole group's encoder inputs, repeated for every member (empty when the items
+        are not a joint group: every item must carry the same fields). Qwen-VL layout:
+        flattened patches and grid_thw rows, exactly what embed_multimodal takes."""
+        keys = (PIXEL_KEYS[JOINT_MODALITY], ITEM_FIELDS[JOINT_MODALITY][1])
+        group = {}
+        for key in keys:
+            value = outputs[key]
+            value = value if joint else value[:0]
+            group[GROUP_PREFIX + key] = value.unsqueeze(0).expand(n_items, *value.shape)
+        return group
 
     def _check_token_counts(self, params, items) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
@@ -210,7 +262,22 @@ class AnchorProcessorMixin:
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
         for modality, (field, _) in ITEM_FIELDS.items():
             config[field] = MultiModalFieldConfig.batched(modality, keep_on_cpu=True)
+        for key in hf_inputs:
+            if key.startswith(GROUP_PREFIX):
+                config[key] = MultiModalFieldConfig.batched(JOINT_MODALITY)
         return config
+
+
+class _WholeGroups:
+    """A processor-cache view in which a joint group is cached only if all its members are."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def is_cached(self, hashes):
+        cached = self._cache.is_cached(hashes)
+        grouped = hashes and all(h.startswith(GROUP_HASH_PREFIX) for h in hashes)
+        return [False] * len(cached) if grouped and not all(cached) else cached
 
 
 class AnchorModelMixin:
@@ -224,23 +291,62 @@ class AnchorModelMixin:
     def __init__(self, *, vllm_config, prefix: str = ""):
         check_parallel_config(vllm_config.parallel_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._joint_cache: OrderedDict[int, list] = OrderedDict()  # digest -> gains per member
 
     def embed_multimodal(self, **kwargs: object):
         encoded = {m: kwargs.pop(field, None) for m, (field, _) in ITEM_FIELDS.items()}
+        group_inputs = {key[len(GROUP_PREFIX):]: kwargs.pop(key) for key in list(kwargs) if key.startswith(GROUP_PREFIX)}
         embeddings = list(super().embed_multimodal(**kwargs))
         items = [
-            (modality, vector)
+            (modality, position, vector)
             for modality in modality_order(kwargs)
             if encoded.get(modality) is not None
-            for vector in encoded[modality]
+            for position, vector in enumerate(encoded[modality])
         ]
         if items and len(items) != len(embeddings):
             raise RuntimeError(f"anchor: {len(items)} item options for {len(embeddings)} embeddings")
-        for index, (modality, vector) in enumerate(items):
+        for index, (modality, position, vector) in enumerate(items):
             params = decode(vector)
-            if params is not None:
+            if params is None:
+                continue
+            size, member = item_group(vector)
+            if size > 1:
+                group = {key: value[position] for key, value in group_inputs.items()}
+                gains = self._joint_gains(modality, group, params, item_digest(vector))
+                if gains is not None:
+                    embeddings[index] = pack_gains(embeddings[index], *gains[member])
+            else:
                 embeddings[index] = self._anchor_item(modality, embeddings[index], params, item_digest(vector))
         return tuple(embeddings)
+
+    def _joint_gains(self, modality, group_inputs, params, digest) -> list | None:
+        """(gain_k, gain_v) per member of a joint group, from one solve over all members'
+        tokens. The group's encoder inputs ride with every member, so this does not depend
+        on which members vLLM encodes in this step (chunked prefill, caches): the first
+        member encoded solves, the others find the result here, and a miss solves again
+        (same inputs, same gains). None if the solver refuses the tokens."""
+        cache = self._joint_cache
+        if digest in cache:
+            cache.move_to_end(digest)
+            return cache[digest]
+        members = list(super().embed_multimodal(**group_inputs))
+        rows = [self._solver_rows(modality, member) for member in members]
+        hidden = self.config.get_text_config().hidden_size
+        tokens = torch.cat([member[r, :hidden] for member, r in zip(members, rows)])
+        gains = self._solve(tokens, params, digest)
+        if gains is None:
+            return None
+        counts = [len(member[r]) for member, r in zip(members, rows)]
+        per_member = []
+        for member, r, gain_k, gain_v in zip(members, rows, gains.gain_k.split(counts), gains.gain_v.split(counts)):
+            full_k = torch.ones(member.shape[0], dtype=gain_k.dtype, device=gain_k.device)
+            full_v = torch.ones_like(full_k)
+            full_k[r], full_v[r] = gain_k, gain_v
+            per_member.append((full_k, full_v))
+        cache[digest] = per_member
+        while len(cache) > JOINT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return per_member
 
     def _solver_rows(self, modality: str, embedding: torch.Tensor) -> torch.Tensor | slice:
         """The rows of an item's embedding that are its visual tokens (models that add rows
@@ -252,20 +358,27 @@ class AnchorModelMixin:
         refuses the tokens: a bad item never takes the engine down)."""
         rows = self._solver_rows(modality, embedding)
         hidden = self.config.get_text_config().hidden_size
-        try:
-            gains = compute_anchor_gains(embedding[rows, :hidden].float(), params)
-        except ValueError as exc:
-            logger.warning("anchor: item left unanchored: %s", exc)
-            record_failure()
+        gains = self._solve(embedding[rows, :hidden], params, digest)
+        if gains is None:
             return embedding
-        record_solve(digest, gains.seconds, gains.n_iter, gains.converged)
-        if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
-            logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,
-                         content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)
         gain_k = torch.ones(embedding.shape[0], dtype=gains.gain_k.dtype, device=gains.gain_k.device)
         gain_v = torch.ones_like(gain_k)
         gain_k[rows], gain_v[rows] = gains.gain_k, gains.gain_v
         return pack_gains(embedding, gain_k, gain_v)
+
+    def _solve(self, tokens, params, digest):
+        """compute_anchor_gains, counted and logged; None (and a warning) if it refuses."""
+        try:
+            gains = compute_anchor_gains(tokens.float(), params)
+        except ValueError as exc:
+            logger.warning("anchor: item left unanchored: %s", exc)
+            record_failure()
+            return None
+        record_solve(digest, gains.seconds, gains.n_iter, gains.converged)
+        if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
+            logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,
+                         content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)
+        return gains
 
     def _embedding_width(self) -> int:
         """Columns of a plain item's embedding (models that carry more than the LM's input
@@ -369,6 +482,9 @@ class AnchoredLlavaOnevisionMultiModalProcessor(AnchorProcessorMixin, LlavaOnevi
             tokens = self.info.get_num_video_tokens(image_width=width, image_height=height, num_frames=frames)
             items.append((tokens - 1, [video]))
         return items
+
+    def _group_inputs(self, outputs, n_items, joint):
+        return {}  # images are not anchored for this model (refused in _check_token_counts)
 
     def _check_token_counts(self, params, items) -> None:
         if any(n_tokens == 0 for n_tokens, _ in items):

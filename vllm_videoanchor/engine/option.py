@@ -5,9 +5,10 @@ False is off, True is the model's defaults (`MODEL_DEFAULTS`), a mapping is `Anc
 fields on top of them. The parsed
 parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
 carries per-item tensors, and all items must have the same fields): an "enabled" flag,
-the fields in `AnchorParams` order (literals as their index), then the item's digest (a
-48-bit content hash of the item and its option, exact in float64) under which the engine
-reports the solve. No vLLM import here.
+the fields in `AnchorParams` order (literals as their index), the item's place in a joint
+group (group size, member index: a request's images are anchored together, as one token
+set), then the item's digest (a 48-bit content hash of the item, or of the whole group, and
+the option, exact in float64) under which the engine reports the solve. No vLLM import here.
 
 The server also puts a per-request tag under REQUEST_TAG_KEY; the processor takes it out
 before hashing, so it never splits caches, and uses it to tell the server which items a
@@ -26,7 +27,7 @@ from ..anchor import AnchorParams, params_for_model
 ANCHOR_KEY = "anchor"
 REQUEST_TAG_KEY = "videoanchor_request"
 FIELDS = tuple(AnchorParams.model_fields)
-VECTOR_SIZE = 2 + len(FIELDS)
+VECTOR_SIZE = 4 + len(FIELDS)  # enabled, fields..., group size, member index, digest
 
 
 def _literal_choices(name: str) -> tuple | None:
@@ -59,12 +60,14 @@ def split_anchor_option(
     return parse_anchor_option(kwargs.get(ANCHOR_KEY), architecture), rest
 
 
-def encode(params: AnchorParams | None, digest: int = 0) -> torch.Tensor:
-    """(VECTOR_SIZE,) float64: [enabled, field values..., digest]; all zeros when off."""
+def encode(params: AnchorParams | None, digest: int = 0, group: tuple[int, int] = (1, 0)) -> torch.Tensor:
+    """(VECTOR_SIZE,) float64: [enabled, field values..., group size, member, digest]; all
+    zeros when off."""
     vector = torch.zeros(VECTOR_SIZE, dtype=torch.float64)
     if params is None:
         return vector
     vector[0] = 1.0
+    vector[-3], vector[-2] = group
     vector[-1] = float(digest)
     for i, name in enumerate(FIELDS, start=1):
         value = getattr(params, name)
@@ -79,7 +82,7 @@ def decode(vector: torch.Tensor) -> AnchorParams | None:
     if values[0] == 0.0:
         return None
     fields = {}
-    for name, value in zip(FIELDS, values[1:-1]):
+    for name, value in zip(FIELDS, values[1:-3]):
         choices = _literal_choices(name)
         annotation = AnchorParams.model_fields[name].annotation
         if choices:
@@ -96,6 +99,11 @@ def decode(vector: torch.Tensor) -> AnchorParams | None:
 def item_digest(vector: torch.Tensor) -> int:
     """The digest `encode` stored (0 when the item is not anchored)."""
     return int(vector[-1].item())
+
+
+def item_group(vector: torch.Tensor) -> tuple[int, int]:
+    """(group size, member index) of an item: (1, 0) when it is anchored alone."""
+    return int(vector[-3].item()), int(vector[-2].item())
 
 
 def content_digest(*parts: torch.Tensor) -> int:

@@ -92,7 +92,8 @@ def note_item(mm_hash: str, digest: int) -> None:
 
 
 def note_request(tag: str, mm_hashes: list[str]) -> None:
-    _remember(_request_digests, tag, [d for d in map(_digest_by_hash.get, mm_hashes) if d])
+    # a joint group's members share one digest (one solve)
+    _remember(_request_digests, tag, list(dict.fromkeys(d for d in map(_digest_by_hash.get, mm_hashes) if d)))
 
 
 def take_request(tag: str) -> list[int]:
