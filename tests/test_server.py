@@ -43,13 +43,15 @@ def media(tmp_path_factory):
     from PIL import Image
 
     root = tmp_path_factory.mktemp("media")
-    image = root / "image.png"
+    image, view = root / "image.png", root / "view.png"
     Image.fromarray(np.random.default_rng(3).uniform(0, 255, (112, 112, 3)).astype(np.uint8)).save(image)
+    Image.fromarray(np.random.default_rng(4).uniform(0, 255, (112, 112, 3)).astype(np.uint8)).save(view)
     return {
         "video": data_url(write_mp4(root / "video.mp4", 8, 112, seed=0), "video/mp4"),  # 64 visual tokens
         "other_video": data_url(write_mp4(root / "other.mp4", 8, 112, seed=1), "video/mp4"),
         "big_video": data_url(write_mp4(root / "big.mp4", 16, 224, seed=2), "video/mp4"),  # 512 tokens
         "image": data_url(image, "image/png"),
+        "view": data_url(view, "image/png"),
         "broken": "data:video/mp4;base64," + base64.b64encode(b"this is not an mp4 file" * 8).decode(),
     }
 
@@ -60,7 +62,7 @@ def servers(tmp_path_factory, media):
     root = tmp_path_factory.mktemp("servers")
     model = str(build_tiny_model(root / "model"))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    common = ["--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"video": 1, "image": 1}']
+    common = ["--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"video": 1, "image": 2}']
     ours_port, stock_port = free_port(), free_port()
     ours = Server([str(Path(sys.executable).with_name("vllm-videoanchor")), "serve", model, "--port", str(ours_port),
                    "--anchor-max-visual-tokens", "100", "--api-key", API_KEY, *common],
@@ -125,6 +127,22 @@ def test_video_with_and_without_anchor(servers, media):
         assert int(headers["x-videoanchor-solver-iterations"]) > 0
         assert headers["x-videoanchor-solver-converged"] == "true"
     assert max_diff(results["true"][0], results["object"][0]) > 1e-4
+
+
+def test_multi_view_request_is_anchored_as_one_token_set(servers, media):
+    """Two images in one request: one joint solve (one anchored item in the metrics, its
+    statistics in the headers), an answer that differs from plain, plain equal to stock."""
+    ours, model = servers["ours"], servers["model"]
+    views = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": media["image"]}},
+                                          {"type": "image_url", "image_url": {"url": media["view"]}},
+                                          {"type": "text", "text": QUESTION}]}]
+    stock, _, _ = ask(servers["stock"], model, views, key=None)
+    plain, _, _ = ask(ours, model, views, {"anchor": False})
+    before = metric(ours, "videoanchor_anchored_items_total")
+    anchored, _, headers = ask(ours, model, views, {"anchor": {"n_clusters": 3}})
+    assert plain == stock and max_diff(anchored, stock) > 1e-3
+    assert headers["x-videoanchor-anchor"] == "applied" and int(headers["x-videoanchor-solver-iterations"]) > 0
+    assert metric(ours, "videoanchor_anchored_items_total") - before == 1
 
 
 def test_plain_http_with_a_top_level_anchor_field(servers, media):

@@ -1,0 +1,7 @@
+"""`python -m benchmarks.eval`: the runner (runner.py)."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())
