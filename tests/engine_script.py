@@ -25,7 +25,10 @@ IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 # placeholders per model type (config.json), where they differ from Qwen-VL's
 PLACEHOLDERS = {"llava_onevision": ("<video>\n", "<image>\n"),
                 # Qwen3-VL's processor expands the bare pad into per-frame timestamps and pads
-                "qwen3_vl": ("<|video_pad|>", IMAGE)}
+                "qwen3_vl": ("<|video_pad|>", IMAGE),
+                "internvl": ("<video>\n", "<IMG_CONTEXT>\n"),
+                # the original InternVL format: vLLM's processor expands the plain text tags
+                "internvl_chat": ("<video>\n", "<image>\n")}
 
 
 def placeholders(model) -> tuple[str, str]:
@@ -94,7 +97,9 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
 
     solves = [] if plain_only else record_solves()
 
-    llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype,
+    # the original InternVL format's config class is local code written by the tiny builder
+    remote_code = json.loads((Path(model) / "config.json").read_text())["model_type"] == "internvl_chat"
+    llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype, trust_remote_code=remote_code,
               limit_mm_per_prompt={"video": 1, "image": JOINT_IMAGES}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)

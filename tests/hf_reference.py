@@ -2,8 +2,14 @@
 with an attention function written here from DESIGN.md section 1 (float64, full causal matrix,
 log-gain on key logits, gain on values), and, for Qwen2-VL / Qwen2.5-VL, vLLM's M-RoPE
 position numbering passed in explicitly (transformers numbers text after a video
-differently; Qwen3-VL's numbering agrees, LLaVA-OneVision uses plain positions). Shares no code with the plugin: the gains it applies are given by
-the caller."""
+differently; Qwen3-VL's numbering agrees, LLaVA-OneVision and InternVL use plain positions).
+Shares no code with the plugin: the gains it applies are given by the caller.
+
+InternVL: transformers takes every visual row at <IMG_CONTEXT>, while vLLM puts a video's
+rows at its own video token (another id), so prompts are scored against vLLM's ids
+(`target_ids`). The original InternVL format has no transformers implementation: its
+tiny model holds the same weights as the Hugging Face-format one of the same seed, which
+scores it, with the prompt as vLLM laid it out (`prompt_from_vllm`)."""
 
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ def strip_sampling_flag(meta: dict) -> dict:
 class DenseReference:
     """Loads MODEL_DIR in transformers (float32) and scores prompts with given per-token gains."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, prompt_from_vllm=False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         _register()
@@ -58,23 +64,50 @@ class DenseReference:
         self.model.config.text_config._attn_implementation = ATTENTION
         self.config = self.model.config
         self.qwen = "video_grid_thw" in self.processor.model_input_names
+        self.internvl = self.config.model_type == "internvl"
+        self.prompt_from_vllm = prompt_from_vllm
         # Qwen2-VL / Qwen2.5-VL: vLLM numbers text after a video differently from transformers
         self.vllm_positions = self.qwen and self.config.model_type != "qwen3_vl"
 
-    def video_inputs(self, prompt, frames, meta):
+    def video_inputs(self, prompt, frames, meta, vllm_ids=None):
+        if self.internvl:
+            return self._internvl_inputs(prompt, {"videos": [frames]}, vllm_ids, video=True)
         if not self.qwen:  # LLaVA-OneVision takes every frame as given
             return self.processor(text=[prompt], videos=[frames], return_tensors="pt")
         return self.processor(text=[prompt], videos=[frames], video_metadata=[strip_sampling_flag(meta)],
                               do_sample_frames=False, return_tensors="pt")
 
-    def image_inputs(self, prompt, images):
+    def image_inputs(self, prompt, images, vllm_ids=None):
+        if self.internvl:
+            return self._internvl_inputs(prompt, {"images": images}, vllm_ids, video=False)
         return self.processor(text=[prompt], images=images, return_tensors="pt")
+
+    def _internvl_inputs(self, prompt, media, vllm_ids, video):
+        inputs = self.processor(text=[prompt], **media, return_tensors="pt")
+        context = self.config.image_token_id
+        video_token = self.processor.tokenizer.convert_tokens_to_ids("<video>")
+        if self.prompt_from_vllm:
+            ids = torch.tensor([vllm_ids])
+            inputs["input_ids"] = ids.masked_fill(ids == video_token, context)
+            inputs["attention_mask"] = torch.ones_like(ids)
+        targets = inputs["input_ids"].clone()
+        if video:
+            targets[targets == context] = video_token
+        inputs["target_ids"] = targets
+        return inputs
+
+    def token_ids(self, inputs) -> list[int]:
+        """The prompt's ids as vLLM numbers them."""
+        return inputs.get("target_ids", inputs["input_ids"])[0].tolist()
 
     @torch.no_grad()
     def visual_tokens(self, inputs) -> torch.Tensor:
         """The visual tokens of the video (or of all images, in order): [N, hidden]. The rows
         that replace the placeholders, but for LLaVA-OneVision's closing newline row (not a
         visual token)."""
+        if self.internvl:
+            out = self.model.model.get_image_features(pixel_values=inputs["pixel_values"])
+            return out.pooler_output.reshape(-1, self.config.text_config.hidden_size)
         if "pixel_values" in inputs:
             out = self.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
             return torch.cat(list(out.pooler_output))
@@ -115,7 +148,7 @@ class DenseReference:
             logits = self.model(input_ids=inputs["input_ids"], **extra).logits[0]
         finally:
             _GAINS["k"] = _GAINS["v"] = None
-        ids = inputs["input_ids"][0]
+        ids = inputs.get("target_ids", inputs["input_ids"])[0]
         logprobs = torch.log_softmax(logits.double(), dim=-1)
         return logprobs[:-1].gather(1, ids[1:, None])[:, 0].numpy()
 
@@ -126,5 +159,6 @@ class DenseReference:
         out = np.ones(len(ids))
         values = np.asarray(token_values, dtype=np.float64)
         token = self.config.image_token_id if "pixel_values" in inputs else self.config.video_token_id
+        # (InternVL: every visual row is at image_token_id in transformers' ids, videos too)
         out[np.flatnonzero(ids == token)[:len(values)]] = values
         return out

@@ -20,6 +20,9 @@ ANCHORED_MODELS = {
         "vllm_videoanchor.engine.models:AnchoredQwen3VLForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration":
         "vllm_videoanchor.engine.models:AnchoredLlavaOnevisionForConditionalGeneration",
+    "InternVLForConditionalGeneration":
+        "vllm_videoanchor.engine.models:AnchoredInternVLForConditionalGeneration",
+    "InternVLChatModel": "vllm_videoanchor.engine.models:AnchoredInternVLChatModel",
 }
 
 

@@ -1,6 +1,6 @@
 """Tiny random-weight vision-language models, built offline (no hub), for the demo and tests.
 
-    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl|qwen3_vl|llava_onevision
+    python -m vllm_videoanchor.tiny OUT_DIR --arch qwen2_5_vl|qwen2_vl|qwen3_vl|llava_onevision|internvl|internvl_chat
                                    [--size tiny|small]
 
 writes a standard Hugging Face model directory (config, safetensors weights, a byte-level
@@ -27,7 +27,7 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-ARCHS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision")
+ARCHS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision", "internvl", "internvl_chat")
 LLAVA_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 VOCAB_SIZE = 512
 SIZES = {
@@ -140,6 +140,10 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2_5_vl", seed: int = 
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
     if arch == "llava_onevision":
         return _build_llava_onevision(Path(out_dir), seed, SIZES[size])
+    if arch in ("internvl", "internvl_chat"):
+        from .tiny_internvl import build_tiny_internvl
+
+        return build_tiny_internvl(out_dir, "hf" if arch == "internvl" else "chat", seed, size)
     if arch == "qwen3_vl":
         return _build_qwen3_vl(Path(out_dir), seed, SIZES[size])
     cpu_compat.install()

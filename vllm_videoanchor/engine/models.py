@@ -22,6 +22,18 @@ from collections.abc import Mapping
 import torch
 
 from vllm.logger import init_logger
+from vllm.model_executor.models.interns1 import (
+    InternS1DummyInputsBuilder,
+    InternS1ForConditionalGeneration,
+    InternS1MultiModalProcessor,
+    InternS1ProcessingInfo,
+)
+from vllm.model_executor.models.internvl import (
+    InternVLChatModel,
+    InternVLDummyInputsBuilder,
+    InternVLMultiModalProcessor,
+    InternVLProcessingInfo,
+)
 from vllm.model_executor.models.llava_onevision import (
     LlavaOnevisionDummyInputsBuilder,
     LlavaOnevisionForConditionalGeneration,
@@ -81,8 +93,8 @@ MAX_TOKENS_ENV = "VIDEOANCHOR_MAX_VISUAL_TOKENS"
 
 # the keys that introduce a modality in embed_multimodal's kwargs (their order is the
 # order of the returned items, in every Qwen-VL model)
-MODALITY_KEYS = {"pixel_values": "image", "image_embeds": "image",
-                 "pixel_values_videos": "video", "video_embeds": "video"}
+MODALITY_KEYS = {"pixel_values": "image", "image_embeds": "image", "pixel_values_flat": "image",
+                 "pixel_values_videos": "video", "video_embeds": "video", "pixel_values_flat_video": "video"}
 
 
 def modality_order(kwargs: Mapping[str, object]) -> list[str]:
@@ -226,13 +238,16 @@ class AnchorProcessorMixin:
         """The whole group's encoder inputs, repeated for every member (empty when the items
         are not a joint group: every item must carry the same fields). Qwen-VL layout:
         flattened patches and grid_thw rows, exactly what embed_multimodal takes."""
-        keys = (PIXEL_KEYS[JOINT_MODALITY], ITEM_FIELDS[JOINT_MODALITY][1])
         group = {}
-        for key in keys:
+        for key in self._group_keys():
             value = outputs[key]
             value = value if joint else value[:0]
             group[GROUP_PREFIX + key] = value.unsqueeze(0).expand(n_items, *value.shape)
         return group
+
+    def _group_keys(self) -> tuple[str, ...]:
+        """The processor outputs that embed_multimodal takes for a group of images."""
+        return PIXEL_KEYS[JOINT_MODALITY], ITEM_FIELDS[JOINT_MODALITY][1]
 
     def _check_token_counts(self, params, items) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
@@ -288,6 +303,10 @@ class AnchorModelMixin:
     `embed_input_ids` strips them and publishes the step's per-token gains.
     """
 
+    # embed_multimodal kwargs that are shared by all items of a call, which a group's own
+    # encoder call needs too (e.g. InternVL's image_token_id)
+    GROUP_SHARED_KEYS: tuple[str, ...] = ()
+
     def __init__(self, *, vllm_config, prefix: str = ""):
         check_parallel_config(vllm_config.parallel_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -312,6 +331,7 @@ class AnchorModelMixin:
             size, member = item_group(vector)
             if size > 1:
                 group = {key: value[position] for key, value in group_inputs.items()}
+                group.update({key: kwargs[key] for key in self.GROUP_SHARED_KEYS if key in kwargs})
                 gains = self._joint_gains(modality, group, params, item_digest(vector))
                 if gains is not None:
                     embeddings[index] = pack_gains(embeddings[index], *gains[member])
@@ -503,3 +523,62 @@ class AnchoredLlavaOnevisionForConditionalGeneration(AnchorModelMixin, LlavaOnev
         """Every row but the image_newline rows (one closes each video): identical rows
         would represent each other trivially, so they stay out of the solver."""
         return (embedding != self.image_newline.to(embedding.dtype)).any(dim=-1)
+
+
+class InternVLLayoutMixin:
+    """InternVL items are tiles (images) or frames (videos) of `image_seq_length` tokens
+    each, their pixels stacked and split by `{modality}_num_patches`. Inside a video's
+    placeholder the "FrameN: <img>" / "</img>" tokens are text, so the item's rows are its
+    visual tokens only. PIXELS: the pixel keys of the format (HF or original)."""
+
+    PIXELS = {"image": "pixel_values", "video": "pixel_values_videos"}
+
+    def _visual_items(self, outputs, modality):
+        counts, pixels = outputs.get(f"{modality}_num_patches"), outputs.get(self.PIXELS[modality])
+        if counts is None or pixels is None:
+            return []
+        counts = [int(n) for n in counts]
+        per_tile = self.info.get_hf_processor().image_seq_length
+        per_item = list(pixels) if isinstance(pixels, (list, tuple)) else list(torch.split(pixels, counts))
+        return [(n * per_tile, [p]) for n, p in zip(counts, per_item)]
+
+    def _group_keys(self):
+        return self.PIXELS[JOINT_MODALITY], "image_num_patches"
+
+
+class AnchoredInternVLProcessingInfo(AnchorProcessingInfoMixin, InternS1ProcessingInfo):
+    pass
+
+
+class AnchoredInternVLMultiModalProcessor(InternVLLayoutMixin, AnchorProcessorMixin, InternS1MultiModalProcessor):
+    pass
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    AnchoredInternVLMultiModalProcessor,
+    info=AnchoredInternVLProcessingInfo,
+    dummy_inputs=InternS1DummyInputsBuilder,
+)
+class AnchoredInternVLForConditionalGeneration(AnchorModelMixin, InternS1ForConditionalGeneration):
+    """InternVL in Hugging Face format (vLLM serves it with its InternS1 class)."""
+
+    GROUP_SHARED_KEYS = ("image_token_id",)
+
+
+class AnchoredInternVLChatProcessingInfo(AnchorProcessingInfoMixin, InternVLProcessingInfo):
+    pass
+
+
+class AnchoredInternVLChatMultiModalProcessor(InternVLLayoutMixin, AnchorProcessorMixin, InternVLMultiModalProcessor):
+    PIXELS = {"image": "pixel_values_flat", "video": "pixel_values_flat_video"}
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    AnchoredInternVLChatMultiModalProcessor,
+    info=AnchoredInternVLChatProcessingInfo,
+    dummy_inputs=InternVLDummyInputsBuilder,
+)
+class AnchoredInternVLChatModel(AnchorModelMixin, InternVLChatModel):
+    """InternVL in its original format (InternVL2 / 2.5 / 3 checkpoints: LM varies)."""
+
+    GROUP_SHARED_KEYS = ("image_token_id",)
