@@ -101,20 +101,38 @@ class DenseReference:
         return inputs.get("target_ids", inputs["input_ids"])[0].tolist()
 
     @torch.no_grad()
-    def visual_tokens(self, inputs) -> torch.Tensor:
-        """The visual tokens of the video (or of all images, in order): [N, hidden]. The rows
-        that replace the placeholders, but for LLaVA-OneVision's closing newline row (not a
-        visual token)."""
+    def placeholder_rows(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows that replace the video's (or all images') placeholders, in order, and
+        which of them are visual tokens: all but LLaVA-OneVision's newline rows (the
+        model's image_newline vector: one closes a video, one ends each row of an image's
+        any-res grid)."""
+        model = self.model.model
         if self.internvl:
-            out = self.model.model.get_image_features(pixel_values=inputs["pixel_values"])
-            return out.pooler_output.reshape(-1, self.config.text_config.hidden_size)
-        if "pixel_values" in inputs:
-            out = self.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-            return torch.cat(list(out.pooler_output))
-        if not self.qwen:
-            return self.model.model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0, :-1]
-        out = self.model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
-        return torch.cat(list(out.pooler_output)) if isinstance(out.pooler_output, (list, tuple)) else out.pooler_output
+            rows = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+            rows = rows.reshape(-1, self.config.text_config.hidden_size)
+        elif not self.qwen and "pixel_values" in inputs:
+            config = self.config
+            rows = model.get_image_features(
+                inputs["pixel_values"], inputs["image_sizes"], vision_feature_layer=config.vision_feature_layer,
+                vision_feature_select_strategy=config.vision_feature_select_strategy,
+                vision_aspect_ratio=config.vision_aspect_ratio, batch_num_images=inputs.get("batch_num_images"),
+            ).pooler_output
+            rows = torch.cat(list(rows))
+            return rows, (rows != model.image_newline).any(dim=-1)
+        elif not self.qwen:
+            rows = model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0]
+            return rows, torch.arange(len(rows)) < len(rows) - 1
+        elif "pixel_values" in inputs:
+            rows = torch.cat(list(model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output))
+        else:
+            out = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
+            rows = torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
+        return rows, torch.ones(len(rows), dtype=torch.bool)
+
+    def visual_tokens(self, inputs) -> torch.Tensor:
+        """The visual tokens of the video (or of all images, in order): [N, hidden]."""
+        rows, visual = self.placeholder_rows(inputs)
+        return rows[visual]
 
     def positions(self, inputs) -> torch.Tensor:
         """vLLM's M-RoPE numbering: text runs continue from the largest position so far + 1."""
@@ -141,7 +159,7 @@ class DenseReference:
         _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
         try:
             keys = ("pixel_values_videos", "pixel_values", "second_per_grid_ts", "video_grid_thw", "image_grid_thw",
-                    "mm_token_type_ids")
+                    "mm_token_type_ids", "image_sizes", "batch_num_images")
             extra = {k: inputs[k] for k in keys if k in inputs}
             if self.vllm_positions and "video_grid_thw" in inputs:  # images: the two numberings agree
                 extra["position_ids"] = self.positions(inputs)[:, None, :]
@@ -153,12 +171,12 @@ class DenseReference:
         return logprobs[:-1].gather(1, ids[1:, None])[:, 0].numpy()
 
     def per_position(self, inputs, token_values) -> np.ndarray:
-        """Spreads per-visual-token values over the prompt: 1 at text positions and at a
-        video's closing newline row (the last placeholder position, for LLaVA-OneVision)."""
+        """Spreads per-visual-token values over the prompt: 1 at text positions and at
+        placeholder rows that are not visual tokens (LLaVA-OneVision's newline rows)."""
         ids = inputs["input_ids"][0].numpy()
         out = np.ones(len(ids))
-        values = np.asarray(token_values, dtype=np.float64)
-        token = self.config.image_token_id if "pixel_values" in inputs else self.config.video_token_id
         # (InternVL: every visual row is at image_token_id in transformers' ids, videos too)
-        out[np.flatnonzero(ids == token)[:len(values)]] = values
+        token = self.config.image_token_id if "pixel_values" in inputs else self.config.video_token_id
+        _, visual = self.placeholder_rows(inputs)
+        out[np.flatnonzero(ids == token)[visual.numpy()]] = np.asarray(token_values, dtype=np.float64)
         return out

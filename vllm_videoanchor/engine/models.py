@@ -36,6 +36,7 @@ from vllm.model_executor.models.internvl import (
 )
 from vllm.model_executor.models.llava_onevision import (
     LlavaOnevisionDummyInputsBuilder,
+    get_anyres_image_grid_shape,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionMultiModalProcessor,
     LlavaOnevisionProcessingInfo,
@@ -493,9 +494,11 @@ class AnchoredLlavaOnevisionProcessingInfo(AnchorProcessingInfoMixin, LlavaOnevi
 class AnchoredLlavaOnevisionMultiModalProcessor(AnchorProcessorMixin, LlavaOnevisionMultiModalProcessor):
     def _visual_items(self, outputs, modality):
         """Videos: [frames, 3, H, W] per item, tokens = frames x pooled grid (the closing
-        newline row is not a visual token). Images are not anchored for this model yet."""
+        newline row is not a visual token). Images: any-res patches per item, tokens = the
+        base image's and the unpadded grid's features, without the grid's newline rows."""
         if modality == "image":
-            return [(0, [])] * len(outputs.get("image_sizes", []))
+            pixels, sizes = outputs.get("pixel_values", []), outputs.get("image_sizes", [])
+            return [(self._image_tokens(*(int(x) for x in size)), [size, p]) for size, p in zip(sizes, pixels)]
         items = []
         for video in outputs.get("pixel_values_videos", []):
             frames, _, height, width = video.shape
@@ -503,14 +506,19 @@ class AnchoredLlavaOnevisionMultiModalProcessor(AnchorProcessorMixin, LlavaOnevi
             items.append((tokens - 1, [video]))
         return items
 
-    def _group_inputs(self, outputs, n_items, joint):
-        return {}  # images are not anchored for this model (refused in _check_token_counts)
+    def _image_tokens(self, height: int, width: int) -> int:
+        """An image's placeholder tokens minus its newline rows (vLLM's own arithmetic)."""
+        info, config = self.info, self.info.get_hf_config()
+        vision = info.get_vision_encoder_info()
+        rows, cols = get_anyres_image_grid_shape(image_size=(height, width), grid_pinpoints=config.image_grid_pinpoints,
+                                                 patch_size=vision.get_image_size())
+        _, newlines = info._get_num_unpadded_features(original_height=height, original_width=width,
+                                                      npatches=vision.get_patch_grid_length(),
+                                                      num_patch_height=rows, num_patch_width=cols)
+        return info.get_num_image_tokens(image_width=width, image_height=height) - newlines
 
-    def _check_token_counts(self, params, items) -> None:
-        if any(n_tokens == 0 for n_tokens, _ in items):
-            raise ValueError(f"{ANCHOR_KEY}: LLaVA-OneVision anchors videos only in this version, "
-                             "not images (send the image without `anchor`)")
-        super()._check_token_counts(params, items)
+    def _group_keys(self):
+        return "pixel_values", "image_sizes"
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -520,8 +528,9 @@ class AnchoredLlavaOnevisionMultiModalProcessor(AnchorProcessorMixin, LlavaOnevi
 )
 class AnchoredLlavaOnevisionForConditionalGeneration(AnchorModelMixin, LlavaOnevisionForConditionalGeneration):
     def _solver_rows(self, modality, embedding):
-        """Every row but the image_newline rows (one closes each video): identical rows
-        would represent each other trivially, so they stay out of the solver."""
+        """Every row but the image_newline rows (one closes each video, one ends each row
+        of an image's any-res grid): identical rows would represent each other trivially,
+        so they stay out of the solver."""
         return (embedding != self.image_newline.to(embedding.dtype)).any(dim=-1)
 
 
