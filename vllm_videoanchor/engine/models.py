@@ -198,8 +198,8 @@ class AnchorProcessorMixin:
             elif params is not None:
                 self._check_token_counts(params, items)
             outputs[field] = self._item_vectors(params, items, joint)
-            if modality == JOINT_MODALITY:
-                outputs.update(self._group_inputs(outputs, len(items), joint))
+            if joint:
+                outputs.update(self._group_inputs(outputs, len(items)))
         return outputs
 
     def _visual_items(self, outputs, modality) -> list[tuple[int, list[torch.Tensor]]]:
@@ -235,14 +235,15 @@ class AnchorProcessorMixin:
             vector[-1] = content_digest(option, *content)  # exact: 48 bits fit a float64
         return vectors
 
-    def _group_inputs(self, outputs, n_items: int, joint: bool) -> dict[str, torch.Tensor]:
-        """The whole group's encoder inputs, repeated for every member (empty when the items
-        are not a joint group: every item must carry the same fields). Qwen-VL layout:
-        flattened patches and grid_thw rows, exactly what embed_multimodal takes."""
+    def _group_inputs(self, outputs, n_items: int) -> dict[str, torch.Tensor]:
+        """The whole group's encoder inputs (exactly what embed_multimodal takes), repeated
+        for every member. Items with other field sets simply go to other encoder calls."""
         group = {}
         for key in self._group_keys():
-            value = outputs[key]
-            value = value if joint else value[:0]
+            value = outputs.get(key)
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"{ANCHOR_KEY}: these images cannot be anchored together (their '{key}' "
+                                 "do not stack); send them in separate requests or without `anchor`")
             group[GROUP_PREFIX + key] = value.unsqueeze(0).expand(n_items, *value.shape)
         return group
 
