@@ -45,7 +45,7 @@ class AnchorParams(BaseModel):
     alpha_q: float = Field(4.0, ge=0, allow_inf_nan=False, description="no effect (cancels)")
     alpha_k: float = Field(9.5, ge=0, allow_inf_nan=False, description="key gain: 1 + alpha_k s")
     alpha_v: float = Field(2.5, ge=0, allow_inf_nan=False, description="value gain: 1 + alpha_v s")
-    n_clusters: int = Field(24, ge=1, description="clusters of the spectral step")
+    n_clusters: int = Field(24, ge=1, description="clusters of the spectral step (or of k-means)")
     rho: float = Field(300.0, gt=0, allow_inf_nan=False)
     alpha_e: float = Field(800.0, gt=0, allow_inf_nan=False)
     alpha_z: float = Field(800.0, gt=0, allow_inf_nan=False)
@@ -53,7 +53,7 @@ class AnchorParams(BaseModel):
     max_iter: int = Field(10000, ge=1)
     affine: bool = True
     pca_rank: int = Field(0, ge=0, description="PCA to this many dimensions first (0: none)")
-    random_state: int = Field(0, ge=0, description="seed of the spectral step")
+    random_state: int = Field(0, ge=0, description="seed of the spectral step (or of k-means)")
     solver: Literal["auto", "dense", "lowrank"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
