@@ -119,6 +119,14 @@ def check_parallel_config(parallel_config) -> None:
         )
 
 
+def spread_gains(n_rows: int, rows, gain_k: torch.Tensor, gain_v: torch.Tensor):
+    """Gains for all rows of an item: the solver's on its visual `rows`, 1 elsewhere."""
+    full_k = torch.ones(n_rows, dtype=gain_k.dtype, device=gain_k.device)
+    full_v = torch.ones_like(full_k)
+    full_k[rows], full_v[rows] = gain_k, gain_v
+    return full_k, full_v
+
+
 class AnchorProcessingInfoMixin:
     """Keeps `anchor` away from the Hugging Face processor."""
 
@@ -359,12 +367,8 @@ class AnchorModelMixin:
         if gains is None:
             return None
         counts = [len(member[r]) for member, r in zip(members, rows)]
-        per_member = []
-        for member, r, gain_k, gain_v in zip(members, rows, gains.gain_k.split(counts), gains.gain_v.split(counts)):
-            full_k = torch.ones(member.shape[0], dtype=gain_k.dtype, device=gain_k.device)
-            full_v = torch.ones_like(full_k)
-            full_k[r], full_v[r] = gain_k, gain_v
-            per_member.append((full_k, full_v))
+        per_member = [spread_gains(len(member), r, gain_k, gain_v) for member, r, gain_k, gain_v
+                      in zip(members, rows, gains.gain_k.split(counts), gains.gain_v.split(counts))]
         cache[digest] = per_member
         while len(cache) > JOINT_CACHE_SIZE:
             cache.popitem(last=False)
@@ -383,10 +387,7 @@ class AnchorModelMixin:
         gains = self._solve(embedding[rows, :hidden], params, digest)
         if gains is None:
             return embedding
-        gain_k = torch.ones(embedding.shape[0], dtype=gains.gain_k.dtype, device=gains.gain_k.device)
-        gain_v = torch.ones_like(gain_k)
-        gain_k[rows], gain_v[rows] = gains.gain_k, gains.gain_v
-        return pack_gains(embedding, gain_k, gain_v)
+        return pack_gains(embedding, *spread_gains(len(embedding), rows, gains.gain_k, gains.gain_v))
 
     def _solve(self, tokens, params, digest):
         """compute_anchor_gains, counted and logged; None (and a warning) if it refuses."""
