@@ -156,32 +156,27 @@ class _Solve:
     lambda_z: float = 0.0
     residual: float = 0.0
 
-
-def _self_expression(tokens: torch.Tensor, params: AnchorParams, backend: str):
-    """The fitted SSC estimator; with labels only when the method is SSC."""
-    if params.method != "ssc":
-        # one cluster makes the spectral step a no-op: coefficients without clustering
-        params = params.model_copy(update={"n_clusters": 1})
-    return params.estimator(backend=backend).fit(tokens)
+    @classmethod
+    def of(cls, score: torch.Tensor, labels: torch.Tensor, est) -> "_Solve":
+        """With the fitted SSC estimator's statistics."""
+        return cls(score, labels, est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_)
 
 
 def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str) -> _Solve:
+    """Labels and scores as the method asks: SSC's clusters, k-means clusters, or none."""
+    if params.method == "ssc":
+        est = params.estimator(backend=backend).fit(tokens)
+        return _Solve.of(shared_expression_score(est.coef_, est.labels_, params.score), est.labels_, est)
+    X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
     if params.method == "uniform":
-        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
         return _Solve(torch.ones(X.shape[0], dtype=X.dtype, device=X.device),
                       torch.zeros(X.shape[0], dtype=torch.int64, device=X.device))
-    if params.method == "kmeans" and params.score == "size":  # no self-expression needed
-        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
-        labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
+    labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
+    if params.score == "size":  # no self-expression needed: no ADMM
         return _Solve(shared_expression_score(None, labels, "size", X.dtype), labels)
-    est = _self_expression(tokens, params, backend)
-    if params.method == "kmeans":
-        X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype], device=est.coef_.device)
-        labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
-    else:
-        labels = est.labels_
-    return _Solve(shared_expression_score(est.coef_, labels, params.score), labels, est.n_iter_,
-                  est.converged_, est.lambda_e_, est.lambda_z_, est.residual_)
+    # one cluster makes the spectral step a no-op: the coefficients without clustering
+    est = params.model_copy(update={"n_clusters": 1}).estimator(backend=backend).fit(X)
+    return _Solve.of(shared_expression_score(est.coef_, labels, params.score), labels, est)
 
 
 def compute_anchor_gains(
