@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vllm_videoanchor.ssc import admm_ssc, pca_project, spectral_clustering
+from vllm_videoanchor.ssc.params import DEFAULTS
 
 
 def video_like_tokens(n, d, n_subspaces=24, dim=12, ambient=64, noise=0.05, seed=0):
@@ -45,7 +46,14 @@ def soft_threshold(v, t):
     return torch.sign(v) * torch.clamp(v.abs() - t, min=0.0)
 
 
-def baseline_admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000):
+def baseline_admm(
+    Y,
+    rho=DEFAULTS["rho"],
+    alpha_e=DEFAULTS["alpha_e"],
+    alpha_z=DEFAULTS["alpha_z"],
+    eps=DEFAULTS["eps"],
+    max_iter=DEFAULTS["max_iter"],
+):
     """The reference code's loop: the full system is formed and solved at every step."""
     d, n = Y.shape
     norms = Y.abs().sum(dim=0).tolist()

@@ -1,12 +1,31 @@
 """AnchorParams validation and compute_anchor_gains against the dense reference."""
 
+import dataclasses
+import inspect
+import re
+
 import numpy as np
 import pydantic
 import pytest
 import torch
 
 import reference
-from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains, shared_expression_score
+from vllm_videoanchor.anchor import (
+    ESTIMATOR_FIELDS,
+    AnchorParams,
+    compute_anchor_gains,
+    shared_expression_score,
+)
+from vllm_videoanchor.ssc import (
+    AdmmStats,
+    SparseSubspaceClustering,
+    admm_ssc,
+    kmeans_labels,
+    spectral_clustering,
+)
+from vllm_videoanchor.ssc.admm import NO_ADMM
+from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
+from vllm_videoanchor.ssc.params import ADMM_KNOBS, DEFAULTS, REQUEST_KNOBS
 
 
 def test_defaults():
@@ -212,3 +231,122 @@ def test_ablations_are_deterministic(random_tokens):
         a = compute_anchor_gains(tokens, AnchorParams(method=method, n_clusters=5))
         b = compute_anchor_gains(tokens.clone(), AnchorParams(method=method, n_clusters=5))
         assert torch.equal(a.labels, b.labels) and torch.equal(a.gain_k, b.gain_k)
+
+
+# --- one declaration of the SSC knobs (ssc/params.py) -------------------------------------
+
+SSC_FIELDS = ("n_clusters", "rho", "alpha_e", "alpha_z", "eps", "max_iter", "affine", "pca_rank",
+              "random_state", "solver", "dtype")
+
+
+def _keyword_defaults(function, skip=()):
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in skip}
+
+
+def test_field_order_is_the_encodings():
+    """engine/option.py encodes requests in this order: the SSC fields follow the method's."""
+    assert tuple(AnchorParams.model_fields) == ("method", "score", "alpha_q", "alpha_k", "alpha_v", *SSC_FIELDS)
+    assert ESTIMATOR_FIELDS == set(SSC_FIELDS) == {knob.name for knob in REQUEST_KNOBS}
+
+
+def test_ssc_defaults_agree_everywhere():
+    """Each place that states an SSC default, compared with the others (not with the table
+    alone): a default changed in one place only fails here."""
+    anchor = AnchorParams().model_dump(include=set(SSC_FIELDS))
+    estimator = SparseSubspaceClustering().get_params()
+    assert anchor == {name: estimator[name] for name in SSC_FIELDS}
+    admm_knobs = {name: estimator[name] for name in ADMM_KNOBS}
+    assert _keyword_defaults(admm_ssc, skip=("lambda_e", "lambda_z")) == admm_knobs
+    assert _keyword_defaults(admm_ssc_xp, skip=("xp",)) == admm_knobs
+    assert _keyword_defaults(kmeans_labels) == {name: estimator[name] for name in ("random_state", "pca_rank")}
+    assert _keyword_defaults(spectral_clustering) == {
+        name: estimator[name] for name in ("random_state", "eigen_solver")}
+    assert set(estimator) == set(DEFAULTS) | {"device"}
+    assert {name: estimator[name] for name in DEFAULTS} == DEFAULTS
+    for name, value in anchor.items():  # the kinds too: option.py decodes by annotation
+        assert type(value) is type(estimator[name]) is type(DEFAULTS[name]), name
+
+
+CANDIDATES = [-1, 0, 1, 2, 0.5, -0.5, 1e-3, float("nan"), float("inf"), True, False, None,
+              "auto", "dense", "lowrank", "float64", "float16", "yes"]
+
+
+@pytest.mark.parametrize("name", SSC_FIELDS)
+def test_ssc_bounds_agree_between_params_and_estimator(name):
+    """Every candidate value is accepted by both AnchorParams and the estimator or refused by
+    both, with an error that names the field: a bound or kind changed in one place fails."""
+    X = np.random.default_rng(0).standard_normal((10, 6))
+    base = {"n_clusters": 2, "max_iter": 3}
+    for value in CANDIDATES:
+        try:
+            AnchorParams(**{name: value})
+            by_params = None
+        except pydantic.ValidationError as exc:
+            by_params = str(exc)
+        try:
+            SparseSubspaceClustering(**{**base, name: value}).fit(X)
+            by_estimator = None
+        except ValueError as exc:
+            by_estimator = str(exc)
+        assert (by_params is None) == (by_estimator is None), (value, by_params, by_estimator)
+        if by_params is not None:
+            assert name in by_params and by_estimator.startswith(name), value
+
+
+@pytest.mark.parametrize("params, n_tokens, n_features, message", [
+    ({"n_clusters": 11}, 10, 4, "n_clusters=11 exceeds the 10 visual tokens of an item"),
+    ({"n_clusters": 1, "pca_rank": 5}, 10, 4, "pca_rank=5 exceeds min(visual tokens, hidden size) = 4"),
+    ({"n_clusters": 1, "pca_rank": 9}, 8, 64, "pca_rank=9 exceeds min(visual tokens, hidden size) = 8"),
+    ({"n_clusters": 1}, 1, 4, "an item needs at least 2 visual tokens"),
+    ({"n_clusters": 2, "solver": "lowrank"}, 10, 12,
+     "solver='lowrank' needs fewer features than visual tokens (got 12 >= 10); use 'auto' or 'dense'"),
+    ({"n_clusters": 2, "solver": "lowrank", "pca_rank": 10}, 10, 12,
+     "solver='lowrank' needs fewer features than visual tokens (got 10 >= 10); use 'auto' or 'dense'"),
+    ({"n_clusters": 2, "solver": "lowrank", "method": "kmeans"}, 10, 10, "solver='lowrank' needs fewer"),
+    ({"n_clusters": 10}, 10, 4, None),
+    ({"n_clusters": 2, "solver": "lowrank", "pca_rank": 9}, 10, 12, None),
+    ({"n_clusters": 2, "solver": "lowrank"}, 10, 9, None),
+    ({"n_clusters": 2, "pca_rank": 4}, 10, 4, None),
+    ({"n_clusters": 2, "solver": "dense"}, 10, 12, None),
+])
+def test_check_token_set_matches_what_the_solve_refuses(params, n_tokens, n_features, message):
+    """check_token_set refuses an item exactly when compute_anchor_gains would (for methods
+    that run the ADMM), with the request's wording."""
+    p = AnchorParams(max_iter=3, **params)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(n_tokens, n_features, generator=gen, dtype=torch.float64)
+    if message is None:
+        p.check_token_set(n_tokens, n_features)
+        compute_anchor_gains(tokens, p)
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            p.check_token_set(n_tokens, n_features)
+        with pytest.raises(ValueError):
+            compute_anchor_gains(tokens, p)
+
+
+def test_check_token_set_skips_what_the_method_does_not_use():
+    """uniform clusters nothing (n_clusters is free); kmeans with score='size' runs no ADMM
+    (solver is free); pca_rank is bounded for every method, as the engine requires."""
+    AnchorParams(method="uniform").check_token_set(3, 8)
+    AnchorParams(method="kmeans", score="size", n_clusters=2, solver="lowrank").check_token_set(10, 64)
+    with pytest.raises(ValueError, match=re.escape("pca_rank=9 exceeds")):
+        AnchorParams(method="uniform", pca_rank=9).check_token_set(4, 8)
+    with pytest.raises(ValueError, match="at least 2 visual tokens"):
+        AnchorParams(method="uniform").check_token_set(1, 8)
+
+
+def test_solver_statistics_are_one_record(random_tokens):
+    tokens = torch.tensor(random_tokens, dtype=torch.float32)
+    params = AnchorParams(n_clusters=3)
+    gains = compute_anchor_gains(tokens, params)
+    est = params.estimator().fit(tokens)
+    assert isinstance(gains.stats, AdmmStats) and gains.stats == est.stats_
+    flat = dataclasses.astuple(est.stats_)
+    assert (gains.n_iter, gains.converged, gains.lambda_e, gains.lambda_z, gains.residual) == flat
+    assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_) == flat
+    result = admm_ssc(tokens.T.contiguous())
+    assert result.stats == est.stats_ and result.n_iter == est.n_iter_
+    uniform = compute_anchor_gains(tokens, AnchorParams(method="uniform"))
+    assert uniform.stats == NO_ADMM and uniform.n_iter == 0 and uniform.converged

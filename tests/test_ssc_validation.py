@@ -1,10 +1,19 @@
 """Bad input raises ValueError naming the problem."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from vllm_videoanchor.ssc import SparseSubspaceClustering
+from vllm_videoanchor.ssc import (
+    AdmmStats,
+    SparseSubspaceClustering,
+    admm_ssc,
+    kmeans_labels,
+    spectral_clustering,
+)
+from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
 
 
 def good_data(n=10, d=6):
@@ -69,3 +78,51 @@ def test_cupy_backend_needs_cuda_tensors():
     X = torch.tensor(good_data(), dtype=torch.float32)
     with pytest.raises(ValueError, match="CUDA"):
         SparseSubspaceClustering(n_clusters=2, backend="cupy").fit(X)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(rho=-1.0), "rho must be a finite number > 0, got -1.0"),
+        (dict(eps=float("nan")), "eps must be a finite number > 0, got nan"),
+        (dict(max_iter=True), "max_iter must be an integer > 0, got True"),
+        (dict(n_clusters=2.5), "n_clusters must be an integer > 0, got 2.5"),
+        (dict(pca_rank=-1), "pca_rank must be an integer >= 0, got -1"),
+        (dict(random_state=-1), "random_state must be an integer >= 0, got -1"),
+        (dict(affine="yes"), "affine must be a bool, got 'yes'"),
+        (dict(dtype="float16"), "dtype must be one of ('float32', 'float64'), got 'float16'"),
+        (dict(solver="magic"), "solver must be one of ('auto', 'dense', 'lowrank'), got 'magic'"),
+        (dict(backend="jax"), "backend must be one of ('torch', 'cupy'), got 'jax'"),
+        (dict(eigen_solver="eigh"), "eigen_solver must be one of ('arpack', 'lobpcg'), got 'eigh'"),
+        (dict(pca_rank=7), "pca_rank=7 must be <= min(n_samples, n_features)=6"),
+    ],
+)
+def test_parameter_messages_are_exact(params, message):
+    """The table's checks word every message as the estimator always has."""
+    with pytest.raises(ValueError) as info:
+        SparseSubspaceClustering(**{"n_clusters": 2, **params}).fit(good_data())
+    assert str(info.value) == message
+
+
+def test_every_entry_point_checks_with_the_same_words():
+    """admm_ssc, its array-module twin, the spectral step and k-means refuse with the
+    estimator's messages (one check each, shared)."""
+    Y = torch.tensor(good_data().T)  # 6 x 10
+    for solve in (admm_ssc, lambda Y, **kw: admm_ssc_xp(Y.numpy(), xp=np, **kw)):
+        with pytest.raises(ValueError, match=re.escape("solver must be one of ('auto', 'dense', 'lowrank')")):
+            solve(Y, solver="magic")
+        lowrank = "solver='lowrank' needs fewer features than samples (got 10 >= 6)"
+        with pytest.raises(ValueError, match=re.escape(lowrank)):
+            solve(Y.T.contiguous(), solver="lowrank")  # 10 x 6
+    with pytest.raises(ValueError, match=re.escape("eigen_solver must be one of ('arpack', 'lobpcg')")):
+        spectral_clustering(torch.zeros(4, 4), 2, eigen_solver="eigh")
+    with pytest.raises(ValueError, match=re.escape("n_clusters=11 must be <= n_samples=10")):
+        kmeans_labels(torch.tensor(good_data()), 11)
+
+
+def test_statistics_are_an_admm_stats_record():
+    est = SparseSubspaceClustering(n_clusters=2, max_iter=5).fit(good_data())
+    assert isinstance(est.stats_, AdmmStats)
+    assert (est.n_iter_, est.converged_, est.residual_) == (5, False, est.stats_.residual)
+    assert (est.lambda_e_, est.lambda_z_) == (est.stats_.lambda_e, est.stats_.lambda_z)
+    assert not hasattr(SparseSubspaceClustering(), "n_iter_")  # unfitted: no statistics

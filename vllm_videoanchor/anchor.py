@@ -15,25 +15,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from .ssc import SparseSubspaceClustering, as_token_matrix, kmeans_labels
-from .ssc.estimator import DTYPES
+from .ssc.admm import NO_ADMM, AdmmStats, forward_stats
+from .ssc.params import DTYPES, REQUEST_KNOBS, Knob, size_violation
 
 SCORE_EPS = 1e-5  # the reference's guard in (s_hat - min) / (max - min + 1e-5)
 # AnchorParams fields that are SparseSubspaceClustering parameters of the same name
-ESTIMATOR_FIELDS = {
-    "n_clusters", "rho", "alpha_e", "alpha_z", "eps", "max_iter", "affine", "pca_rank",
-    "random_state", "dtype", "solver",
-}
+ESTIMATOR_FIELDS = frozenset(knob.name for knob in REQUEST_KNOBS)
 
 
-class AnchorParams(BaseModel):
-    """The knobs of VideoAnchor. Defaults: the paper's InternVL2-8B gains, the reference SSC.
-
-    alpha_q is accepted for compatibility with the paper and has no effect: a per-query
-    term is constant along each softmax row and cancels.
-    """
+class _MethodParams(BaseModel):
+    """The knobs of the method itself: how tokens are scored, how scores become gains."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -45,17 +39,6 @@ class AnchorParams(BaseModel):
     alpha_q: float = Field(4.0, ge=0, allow_inf_nan=False, description="no effect (cancels)")
     alpha_k: float = Field(9.5, ge=0, allow_inf_nan=False, description="key gain: 1 + alpha_k s")
     alpha_v: float = Field(2.5, ge=0, allow_inf_nan=False, description="value gain: 1 + alpha_v s")
-    n_clusters: int = Field(24, ge=1, description="clusters of the spectral step (or of k-means)")
-    rho: float = Field(300.0, gt=0, allow_inf_nan=False)
-    alpha_e: float = Field(800.0, gt=0, allow_inf_nan=False)
-    alpha_z: float = Field(800.0, gt=0, allow_inf_nan=False)
-    eps: float = Field(1e-4, gt=0, allow_inf_nan=False, description="ADMM stopping tolerance")
-    max_iter: int = Field(10000, ge=1)
-    affine: bool = True
-    pca_rank: int = Field(0, ge=0, description="PCA to this many dimensions first (0: none)")
-    random_state: int = Field(0, ge=0, description="seed of the spectral step (or of k-means)")
-    solver: Literal["auto", "dense", "lowrank"] = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
 
     @field_validator("score")
     @classmethod
@@ -65,10 +48,69 @@ class AnchorParams(BaseModel):
                              "score variants apply to 'ssc' and 'kmeans'")
         return score
 
+
+def _pydantic_field(knob: Knob) -> tuple:
+    """(annotation, Field) for an SSC knob: its default, kind and bound, choices as a Literal."""
+    if knob.choices is not None:
+        return Literal[knob.choices], Field(knob.default, description=knob.doc)
+    if knob.kind is bool:
+        return bool, Field(knob.default, description=knob.doc)
+    bound = {}
+    if knob.bound == ">= 0":
+        bound = {"ge": 0}
+    elif knob.bound == "> 0":  # integers > 0 are >= 1: pydantic's message and schema as before
+        bound = {"ge": 1} if knob.kind is int else {"gt": 0}
+    finite = {} if knob.kind is int else {"allow_inf_nan": False}
+    return knob.kind, Field(knob.default, **bound, **finite, description=knob.doc)
+
+
+# The SSC fields come from ssc/params.py, after the method's own (engine/option.py encodes
+# requests in this field order).
+_ParamsFields = create_model(
+    "_ParamsFields", __base__=_MethodParams, __module__=__name__,
+    **{knob.name: _pydantic_field(knob) for knob in REQUEST_KNOBS},
+)
+
+# How each data-size bound is worded for a request (the engine prefixes "anchor.").
+_TOKEN_SET_MESSAGES = {
+    "n_clusters": "n_clusters={value} exceeds the {limit} visual tokens of an item",
+    "pca_rank": "pca_rank={value} exceeds min(visual tokens, hidden size) = {limit}",
+    "n_tokens": "an item needs at least {limit} visual tokens",
+    "solver": "solver='lowrank' needs fewer features than visual tokens (got {value} >= {limit}); "
+              "use 'auto' or 'dense'",
+}
+
+
+class AnchorParams(_ParamsFields):
+    """The knobs of VideoAnchor. Defaults: the paper's InternVL2-8B gains, the reference SSC.
+
+    alpha_q is accepted for compatibility with the paper and has no effect: a per-query
+    term is constant along each softmax row and cancels.
+    """
+
     @property
     def clusters_tokens(self) -> bool:
         """Whether the method partitions the tokens (so n_clusters must fit them)."""
         return self.method != "uniform"
+
+    @property
+    def solves_admm(self) -> bool:
+        """Whether the method runs the ADMM (for clusters, or for self-expression strengths)."""
+        return self.method == "ssc" or (self.method == "kmeans" and self.score != "size")
+
+    def check_token_set(self, n_tokens: int, n_features: int) -> None:
+        """ValueError unless one item of n_tokens visual tokens of n_features dimensions can
+        be solved with these parameters: the bounds that depend on an item's size, which
+        field validation cannot know. Lets the engine refuse a request up front."""
+        violation = size_violation(
+            n_tokens, n_features,
+            n_clusters=self.n_clusters if self.clusters_tokens else None,
+            pca_rank=self.pca_rank,
+            solver=self.solver if self.solves_admm else None,
+        )
+        if violation is not None:
+            message = _TOKEN_SET_MESSAGES[violation.knob]
+            raise ValueError(message.format(value=violation.value, limit=violation.limit))
 
     def estimator(self, device=None, backend: str = "torch") -> SparseSubspaceClustering:
         """The clustering estimator these parameters describe."""
@@ -107,19 +149,17 @@ def params_for_model(architecture: str | None, given: dict | None = None) -> Anc
     return AnchorParams.model_validate({**overrides, **(given or {})})
 
 
+@forward_stats("stats")
 @dataclass
 class AnchorGains:
-    """Per-token results for one token set (all tensors of shape (N,), on the tokens' device)."""
+    """Per-token results for one token set (all tensors of shape (N,), on the tokens' device);
+    the solver's statistics also read as gains.n_iter, gains.converged, ..."""
 
     score: torch.Tensor
     gain_k: torch.Tensor
     gain_v: torch.Tensor
     labels: torch.Tensor
-    n_iter: int
-    converged: bool
-    lambda_e: float
-    lambda_z: float
-    residual: float
+    stats: AdmmStats  # NO_ADMM where the method ran no ADMM
     seconds: float  # solver plus clustering, wall clock
 
 
@@ -146,37 +186,28 @@ def shared_expression_score(
 
 @dataclass
 class _Solve:
-    """What the clustering step produced (SSC statistics stay empty when no ADMM ran)."""
+    """What the clustering step produced."""
 
     score: torch.Tensor
     labels: torch.Tensor
-    n_iter: int = 0
-    converged: bool = True
-    lambda_e: float = 0.0
-    lambda_z: float = 0.0
-    residual: float = 0.0
-
-    @classmethod
-    def of(cls, score: torch.Tensor, labels: torch.Tensor, est) -> "_Solve":
-        """With the fitted SSC estimator's statistics."""
-        return cls(score, labels, est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_)
+    stats: AdmmStats = NO_ADMM
 
 
 def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str) -> _Solve:
     """Labels and scores as the method asks: SSC's clusters, k-means clusters, or none."""
     if params.method == "ssc":
         est = params.estimator(backend=backend).fit(tokens)
-        return _Solve.of(shared_expression_score(est.coef_, est.labels_, params.score), est.labels_, est)
+        return _Solve(shared_expression_score(est.coef_, est.labels_, params.score), est.labels_, est.stats_)
     X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
     if params.method == "uniform":
         return _Solve(torch.ones(X.shape[0], dtype=X.dtype, device=X.device),
                       torch.zeros(X.shape[0], dtype=torch.int64, device=X.device))
     labels = kmeans_labels(X, params.n_clusters, params.random_state, params.pca_rank)
-    if params.score == "size":  # no self-expression needed: no ADMM
+    if not params.solves_admm:  # score="size": no self-expression needed
         return _Solve(shared_expression_score(None, labels, "size", X.dtype), labels)
     # one cluster makes the spectral step a no-op: the coefficients without clustering
     est = params.model_copy(update={"n_clusters": 1}).estimator(backend=backend).fit(X)
-    return _Solve.of(shared_expression_score(est.coef_, labels, params.score), labels, est)
+    return _Solve(shared_expression_score(est.coef_, labels, params.score), labels, est.stats_)
 
 
 def compute_anchor_gains(
@@ -199,10 +230,6 @@ def compute_anchor_gains(
         gain_k=1.0 + params.alpha_k * score,
         gain_v=1.0 + params.alpha_v * score,
         labels=solve.labels,
-        n_iter=solve.n_iter,
-        converged=solve.converged,
-        lambda_e=solve.lambda_e,
-        lambda_z=solve.lambda_z,
-        residual=solve.residual,
+        stats=solve.stats,
         seconds=seconds,
     )

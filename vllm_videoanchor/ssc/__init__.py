@@ -1,6 +1,6 @@
 """Sparse Subspace Clustering: pure maths, no vLLM import anywhere in this package."""
 
-from .admm import AdmmResult, admm_ssc, pca_project
+from .admm import AdmmResult, AdmmStats, admm_ssc, pca_project
 from .cupy_admm import cupy_available
 from .estimator import SparseSubspaceClustering, as_token_matrix
 from .kmeans import kmeans_labels
@@ -8,6 +8,7 @@ from .spectral import spectral_clustering
 
 __all__ = [
     "AdmmResult",
+    "AdmmStats",
     "SparseSubspaceClustering",
     "admm_ssc",
     "as_token_matrix",

@@ -10,23 +10,55 @@ after PCA), which makes every step O(N^2 D) instead of O(N^3).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-SOLVERS = ("auto", "dense", "lowrank")
+from .params import DEFAULTS, KNOB, lowrank_fits
 
 
-@dataclass
-class AdmmResult:
-    """What one ADMM solve produced."""
+@dataclass(frozen=True)
+class AdmmStats:
+    """What an ADMM solve reports besides C; `NO_ADMM` where no ADMM ran."""
 
-    C: torch.Tensor  # N x N coefficients, Y ~ Y C, zero diagonal
     n_iter: int
-    converged: bool
+    converged: bool  # residual < eps: stopped by the tolerance, not by max_iter
     lambda_e: float
     lambda_z: float
     residual: float  # max_i sum_j |A_ij - C_ij| at the last step
+
+    @classmethod
+    def after(cls, n_iter: int, residual: float, eps: float, lambda_e: float, lambda_z: float) -> "AdmmStats":
+        """The statistics of a run that stopped after n_iter steps at this residual."""
+        return cls(n_iter, residual < eps, lambda_e, lambda_z, residual)
+
+
+NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0)
+
+
+def forward_stats(attribute: str, suffix: str = ""):
+    """Class decorator: read-only `n_iter`, `converged`, ... (AdmmStats' fields, plus
+    `suffix`) reading `self.<attribute>`, so that holders of an AdmmStats keep the flat
+    names without listing them again."""
+
+    def decorate(cls):
+        for stat in fields(AdmmStats):
+            def read(self, name=stat.name):
+                return getattr(getattr(self, attribute), name)
+
+            setattr(cls, stat.name + suffix, property(read, doc=f"{attribute}.{stat.name}"))
+        return cls
+
+    return decorate
+
+
+@forward_stats("stats")
+@dataclass
+class AdmmResult:
+    """What one ADMM solve produced: C and its statistics (also readable as result.n_iter, ...)."""
+
+    C: torch.Tensor  # N x N coefficients, Y ~ Y C, zero diagonal
+    stats: AdmmStats
 
 
 def soft_threshold(v: torch.Tensor, t: float) -> torch.Tensor:
@@ -142,19 +174,29 @@ def lowrank_is_cheaper(d: int, n: int) -> bool:
     Woodbury wins when d < N / sqrt(2) or so; close to N the r x r x N products dominate.
     """
     r = d + 1
-    return d < n and 4 * r * n * (n + r) < 2 * n**3 + 4 * d * n**2
+    return lowrank_fits(d, n) and 4 * r * n * (n + r) < 2 * n**3 + 4 * d * n**2
+
+
+def resolve_solver(solver: str, d: int, n: int) -> str:
+    """The A-update for Y of shape d x n: "auto" becomes the cheaper of "dense" and "lowrank"."""
+    KNOB["solver"].check(solver)
+    if solver == "auto":
+        return "lowrank" if lowrank_is_cheaper(d, n) else "dense"
+    if solver == "lowrank" and not lowrank_fits(d, n):
+        raise ValueError(f"solver='lowrank' needs fewer features than samples (got {d} >= {n})")
+    return solver
 
 
 def admm_ssc(
     Y: torch.Tensor,
     *,
-    rho: float = 300.0,
-    alpha_e: float = 800.0,
-    alpha_z: float = 800.0,
-    eps: float = 1e-4,
-    max_iter: int = 10000,
-    affine: bool = True,
-    solver: str = "auto",
+    rho: float = DEFAULTS["rho"],
+    alpha_e: float = DEFAULTS["alpha_e"],
+    alpha_z: float = DEFAULTS["alpha_z"],
+    eps: float = DEFAULTS["eps"],
+    max_iter: int = DEFAULTS["max_iter"],
+    affine: bool = DEFAULTS["affine"],
+    solver: str = DEFAULTS["solver"],
     lambda_e: float | None = None,
     lambda_z: float | None = None,
 ) -> AdmmResult:
@@ -164,13 +206,8 @@ def admm_ssc(
     `solver`: "dense" (explicit inverse), "lowrank" (Woodbury, needs D < N) or "auto"
     (whichever needs fewer flops per step).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     d, n = Y.shape
-    if solver == "auto":
-        solver = "lowrank" if lowrank_is_cheaper(d, n) else "dense"
-    if solver == "lowrank" and d >= n:
-        raise ValueError(f"solver='lowrank' needs fewer features than samples (got {d} >= {n})")
+    solver = resolve_solver(solver, d, n)
 
     gram = Y.T @ Y
     mu_e, mu_z = data_scaled_regularizers(Y, gram.clone())
@@ -219,11 +256,4 @@ def admm_ssc(
         e_nonzero = e_flag > 0
         if residual < eps:
             break
-    return AdmmResult(
-        C=C,
-        n_iter=n_iter,
-        converged=residual < eps,
-        lambda_e=lambda_e,
-        lambda_z=lambda_z,
-        residual=residual,
-    )
+    return AdmmResult(C, AdmmStats.after(n_iter, residual, eps, lambda_e, lambda_z))

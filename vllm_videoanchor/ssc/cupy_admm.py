@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from .admm import SOLVERS, AdmmResult, lowrank_is_cheaper
+from .admm import AdmmResult, AdmmStats, resolve_solver
+from .params import DEFAULTS
 
 
 def cupy_available() -> bool:
@@ -77,22 +78,19 @@ def admm_ssc_xp(
     Y,
     *,
     xp=None,
-    rho=300.0,
-    alpha_e=800.0,
-    alpha_z=800.0,
-    eps=1e-4,
-    max_iter=10000,
-    affine=True,
-    solver="auto",
+    rho=DEFAULTS["rho"],
+    alpha_e=DEFAULTS["alpha_e"],
+    alpha_z=DEFAULTS["alpha_z"],
+    eps=DEFAULTS["eps"],
+    max_iter=DEFAULTS["max_iter"],
+    affine=DEFAULTS["affine"],
+    solver=DEFAULTS["solver"],
 ) -> AdmmResult:
     """ADMM on an xp array Y (D x N); `xp` defaults to CuPy. Returns C as an xp array."""
     if xp is None:
         import cupy as xp
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     d, n = Y.shape
-    if solver == "auto":
-        solver = "lowrank" if lowrank_is_cheaper(d, n) else "dense"
+    solver = resolve_solver(solver, d, n)
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
     abs_gram = xp.abs(gram) * (1 - xp.eye(n, dtype=Y.dtype))
@@ -121,7 +119,7 @@ def admm_ssc_xp(
         residual = float(xp.abs(diff).sum(axis=1).max())
         if residual < eps:
             break
-    return AdmmResult(C, n_iter, residual < eps, lambda_e, lambda_z, residual)
+    return AdmmResult(C, AdmmStats.after(n_iter, residual, eps, lambda_e, lambda_z))
 
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:

@@ -14,14 +14,19 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from .admm import pca_project
+from .params import DEFAULTS, check_data_size
 from .spectral import KMEANS_N_INIT
 
 
-def kmeans_labels(X: torch.Tensor, n_clusters: int, random_state: int = 0, pca_rank: int = 0) -> torch.Tensor:
+def kmeans_labels(
+    X: torch.Tensor,
+    n_clusters: int,
+    random_state: int = DEFAULTS["random_state"],
+    pca_rank: int = DEFAULTS["pca_rank"],
+) -> torch.Tensor:
     """Labels (int64, on X's device) of the rows of X (n_samples, n_features)."""
     n_samples = X.shape[0]
-    if n_clusters > n_samples:
-        raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
+    check_data_size(n_samples, X.shape[1], n_clusters=n_clusters)
     if n_clusters == 1:
         return torch.zeros(n_samples, dtype=torch.int64, device=X.device)
     points = pca_project(X.T.contiguous(), pca_rank).T

@@ -20,10 +20,11 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
+from .params import DEFAULTS, KNOB
+
 # Below this many samples a dense eigendecomposition is cheaper than ARPACK.
 DENSE_EIGH_MAX_SAMPLES = 512
 KMEANS_N_INIT = 10
-EIGEN_SOLVERS = ("arpack", "lobpcg")
 
 
 def sparse_affinity(C: torch.Tensor) -> sp.csr_matrix:
@@ -78,7 +79,7 @@ def spectral_embedding(
     affinity: sp.spmatrix,
     n_components: int,
     random_state: int,
-    eigen_solver: str = "arpack",
+    eigen_solver: str = DEFAULTS["eigen_solver"],
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Top `n_components` eigenvectors of the normalised affinity, scaled by D^-1/2."""
@@ -94,14 +95,16 @@ def spectral_embedding(
 
 
 def spectral_clustering(
-    C: torch.Tensor, n_clusters: int, random_state: int = 0, eigen_solver: str = "arpack"
+    C: torch.Tensor,
+    n_clusters: int,
+    random_state: int = DEFAULTS["random_state"],
+    eigen_solver: str = DEFAULTS["eigen_solver"],
 ):
     """Labels (numpy int64, N) and the sparse affinity used, for coefficient matrix C.
 
     eigen_solver: "arpack" (scipy, CPU; the default) or "lobpcg" (torch, on C's device).
     """
-    if eigen_solver not in EIGEN_SOLVERS:
-        raise ValueError(f"eigen_solver must be one of {EIGEN_SOLVERS}, got {eigen_solver!r}")
+    KNOB["eigen_solver"].check(eigen_solver)
     affinity = sparse_affinity(C)
     n = C.shape[0]
     if n_clusters == 1:
