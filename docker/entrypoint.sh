@@ -8,7 +8,7 @@ model="${MODEL:-}"
 if [ -z "$model" ]; then
     model="${VIDEOANCHOR_TINY_DIR:-/models/tiny}"
     if [ ! -f "$model/config.json" ]; then
-        python -m vllm_videoanchor.tiny "$model" >/dev/null
+        python -m vllm_videoanchor.testing "$model" >/dev/null
     fi
 fi
 

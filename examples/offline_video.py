@@ -14,6 +14,8 @@ import tempfile
 
 import numpy as np
 
+from vllm_videoanchor.testing import build_tiny_model, spec, video_metadata
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # CPU build: a small KV cache
 
 
@@ -36,10 +38,7 @@ def load_video(path, num_frames=8):
             if ok:
                 frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
         frames = np.stack(frames)
-    metadata = {"total_num_frames": len(frames), "fps": fps, "duration": len(frames) / fps,
-                "video_backend": "opencv", "frames_indices": list(range(len(frames))),
-                "do_sample_frames": False}
-    return frames, metadata
+    return frames, video_metadata(len(frames), fps)
 
 
 def main():
@@ -50,15 +49,13 @@ def main():
 
     model = args.model
     if model is None:
-        from vllm_videoanchor.tiny import build_tiny_model
-
         model = str(build_tiny_model(tempfile.mkdtemp(prefix="tiny-qwen2_5_vl-")))
 
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=model, max_model_len=4096, limit_mm_per_prompt={"video": 1})
-    prompt = ("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>"
-              "Where is the chair relative to the table?<|im_end|>\n<|im_start|>assistant\n")
+    video = spec("qwen2_5_vl").video_placeholder  # Qwen2.5-VL's, the tiny default's and the hub model's
+    prompt = f"<|im_start|>user\n{video}Where is the chair relative to the table?<|im_end|>\n<|im_start|>assistant\n"
     request = {"prompt": prompt, "multi_modal_data": {"video": load_video(args.video)}}
     params = SamplingParams(max_tokens=16, temperature=0.0, logprobs=1)
     anchored = dict(request, mm_processor_kwargs={"anchor": {"alpha_k": 9.5, "alpha_v": 2.5}})

