@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= cpu,dev,bench
 export PIP_EXTRA_INDEX_URL
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo lint test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,10 @@ demo: $(VENV)/.installed
 	$(PY) -m vllm_videoanchor.demo
 	$(PY) examples/offline_video.py
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.installed

@@ -100,7 +100,7 @@ def run_mode(mode: str, args) -> dict:
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in out.stdout.splitlines() if row.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 

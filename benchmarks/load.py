@@ -24,10 +24,9 @@ import base64
 import io
 import itertools
 import json
-import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -204,8 +203,8 @@ def process_tree_rss(pid: int) -> dict[str, int]:
         current = stack.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            name = next(l.split(None, 1)[1].strip() for l in status.splitlines() if l.startswith("Name:"))
-            rss = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) * 1024
+            name = next(row.split(None, 1)[1].strip() for row in status.splitlines() if row.startswith("Name:"))
+            rss = int(next(row.split()[1] for row in status.splitlines() if row.startswith("VmRSS:"))) * 1024
             found[f"{name} {current}"] = rss
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
@@ -308,7 +307,7 @@ def main(argv=None) -> dict:
     plot(results, out / "load.png")
     print_table(results)
     for name, m in memory.items():
-        first, last = m["samples"][0][1], m["samples"][-1][1]
+        first = m["samples"][0][1]
         print(f"memory {name}: {m['rss_start_bytes'] / 2**20:.0f} MiB -> {m['rss_end_bytes'] / 2**20:.0f} MiB")
         for process in first:
             trail = " ".join(f"{s[1].get(process, 0) / 2**20:.0f}" for s in m["samples"])

@@ -14,9 +14,19 @@ import os
 import sys
 import tempfile
 
-from .config import ServerSettings
+from vllm_videoanchor.settings import AnchorSettings
 
 MIDDLEWARE = "vllm_videoanchor_server.middleware.AnchorMiddleware"
+SERVER_MAX_VISUAL_TOKENS = 4096  # a served engine bounds anchored items by default (offline: no bound)
+API_KEYS_ENV = "VIDEOANCHOR_API_KEYS"
+
+
+def _defaults() -> AnchorSettings:
+    """The flags' defaults: this environment's settings (VIDEOANCHOR_*, e.g. from a Helm
+    chart), else the server's own (a bound on anchored items)."""
+    from_env = AnchorSettings.from_env()
+    server = {"max_visual_tokens": SERVER_MAX_VISUAL_TOKENS}
+    return from_env.model_copy(update={k: v for k, v in server.items() if k not in from_env.model_fields_set})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
                                 description="Any flag not listed here goes to vLLM's server unchanged.")
     serve.add_argument("model")
-    defaults = ServerSettings()
+    defaults = _defaults()
     serve.add_argument("--anchor-default", choices=("on", "off"), default="on" if defaults.anchor_default else "off",
                        help="anchor requests that carry no `anchor` option (default: off)")
     serve.add_argument("--anchor-max-visual-tokens", type=int, default=defaults.max_visual_tokens,
@@ -41,15 +51,17 @@ def _parser() -> argparse.ArgumentParser:
 def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """(vLLM server argv, environment additions) for `vllm-videoanchor` arguments."""
     args, rest = _parser().parse_known_args(argv)
-    settings = ServerSettings(anchor_default=args.anchor_default == "on",
+    settings = AnchorSettings(anchor_default=args.anchor_default == "on",
                               max_visual_tokens=args.anchor_max_visual_tokens,
-                              max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames)
+                              max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames,
+                              solve_log=AnchorSettings.from_env().solve_log or os.path.join(
+                                  tempfile.mkdtemp(prefix="videoanchor-"), "solves.sqlite"))
     env = settings.to_env()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
                "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest]
     if args.api_key:
         command += ["--api-key", *args.api_key]
-        env["VIDEOANCHOR_API_KEYS"] = "\n".join(args.api_key)
+        env[API_KEYS_ENV] = "\n".join(args.api_key)
     return command, env
 
 
@@ -61,8 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     environment = dict(os.environ, **env)
     if "PROMETHEUS_MULTIPROC_DIR" not in environment:
         environment["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="videoanchor-metrics-")
-    environment.setdefault("VIDEOANCHOR_SOLVE_LOG",
-                           os.path.join(tempfile.mkdtemp(prefix="videoanchor-"), "solves.sqlite"))
     os.execve(sys.executable, command, environment)  # the server takes this process (signals, PID 1)
 
 

@@ -2,16 +2,22 @@
 
 For POST /v1/chat/completions and /v1/completions it rewrites the JSON body with
 `rewrite_request` (bad input: HTTP 400, OpenAI error format), counts the request, and adds
-response headers saying whether anchoring was applied and what the solve cost:
-  x-videoanchor-anchor: applied | off
+response headers saying what happened to anchoring, as the engines reported it:
+  x-videoanchor-anchor: applied | failed | unconfirmed | off
+    applied: every anchored item was solved and its gains used; failed: some item was
+    served plain (x-videoanchor-failure says why; the engine's log too), or the request
+    itself failed; unconfirmed: no engine report arrived in time (never claimed as applied)
   x-videoanchor-solver-seconds, x-videoanchor-solver-iterations, x-videoanchor-solver-converged
 (the solve that produced the gains: an identical earlier request's when served from cache).
+The response's start is held until its first body chunk (for a stream: after the prefill,
+so after the solve), so that the headers report what happened.
 vLLM adds user middleware outside its own API-key check, so requests that do not carry a
 valid key are passed on untouched, to be refused there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,19 +25,21 @@ import uuid
 
 from prometheus_client import Counter
 
-from vllm_videoanchor.engine import solve_log
+from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS, SolveLog
+from vllm_videoanchor.settings import AnchorSettings
 
-from .config import ServerSettings
+from .cli import API_KEYS_ENV
 from .request import RequestError, rewrite_request
 
 ROUTES = ("/v1/chat/completions", "/v1/completions")
 
-REQUESTS = Counter("videoanchor_requests", "Generation requests seen by the anchor layer", ["anchor"])
+REQUESTS = Counter("videoanchor_requests", "Generation requests answered, by what happened to anchoring",
+                   ["anchor"])
 REJECTED = Counter("videoanchor_rejected_requests", "Requests refused by the anchor layer (HTTP 400)")
 
 
 def _api_keys() -> list[str]:
-    keys = [k for k in os.environ.get("VIDEOANCHOR_API_KEYS", "").split("\n") if k]
+    keys = [k for k in os.environ.get(API_KEYS_ENV, "").split("\n") if k]
     return keys or [k for k in [os.environ.get("VLLM_API_KEY")] if k]
 
 
@@ -50,7 +58,8 @@ def error_body(message: str, param: str | None) -> bytes:
 class AnchorMiddleware:
     def __init__(self, app):
         self.app = app
-        self.settings = ServerSettings.from_env()
+        self.settings = AnchorSettings.from_env()
+        self.solve_log = SolveLog(self.settings.solve_log)
         self.api_keys = _api_keys()
 
     async def __call__(self, scope, receive, send):
@@ -68,31 +77,69 @@ class AnchorMiddleware:
         except RequestError as exc:
             REJECTED.inc()
             return await _send_error(send, str(exc), exc.param)
-        REQUESTS.labels(anchor="applied" if decision.applied else "off").inc()
         if rewritten != request:  # otherwise vLLM gets the client's bytes as they came
             body = json.dumps(rewritten).encode()
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
             scope = dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())])
 
+        start = None
+
         async def send_with_headers(message):
+            nonlocal start
             if message["type"] == "http.response.start":
-                message = dict(message, headers=list(message.get("headers", [])) + _anchor_headers(decision, tag))
+                start = message  # held until the first body chunk: the solve has run by then
+                return
+            if start is not None:
+                headers = await self._anchor_headers(decision, tag, start.get("status", 200))
+                await send(dict(start, headers=list(start.get("headers", [])) + headers))
+                start = None
             await send(message)
 
-        await self.app(scope, _replay(body, receive), send_with_headers)
+        try:
+            await self.app(scope, _replay(body, receive), send_with_headers)
+        finally:
+            REQUEST_ITEMS.take_request(tag)  # never left behind (errors, disconnects)
 
+    async def _anchor_headers(self, decision, tag: str, status: int) -> list[tuple[bytes, bytes]]:
+        """What happened to anchoring, from the engines' reports on the request's items."""
+        if not decision.applied:
+            REQUESTS.labels(anchor="off").inc()
+            return [(b"x-videoanchor-anchor", b"off")]
+        digests = REQUEST_ITEMS.take_request(tag)
+        outcomes = await self._outcomes(digests) if status < 400 else {}
+        failures = [o.error for o in outcomes.values() if not o.applied]
+        if status >= 400:  # the request was not served: nothing was anchored
+            state = "failed"
+        elif failures:
+            state = "failed"
+        elif digests and len(outcomes) == len(digests):
+            state = "applied"
+        else:
+            state = "unconfirmed"
+        REQUESTS.labels(anchor=state).inc()
+        headers = [(b"x-videoanchor-anchor", state.encode())]
+        if failures:
+            reason = failures[0].encode("ascii", "replace")[:200].replace(b"\r", b" ").replace(b"\n", b" ")
+            headers.append((b"x-videoanchor-failure", reason))
+        solves = [o for o in outcomes.values() if o.applied]
+        if state == "applied":
+            headers += [
+                (b"x-videoanchor-solver-seconds", f"{sum(o.seconds for o in solves):.6f}".encode()),
+                (b"x-videoanchor-solver-iterations", str(sum(o.iterations for o in solves)).encode()),
+                (b"x-videoanchor-solver-converged", b"true" if all(o.converged for o in solves) else b"false"),
+            ]
+        return headers
 
-def _anchor_headers(decision, tag: str) -> list[tuple[bytes, bytes]]:
-    digests = solve_log.take_request(tag)
-    headers = [(b"x-videoanchor-anchor", b"applied" if decision.applied else b"off")]
-    solves = solve_log.read(digests) if decision.applied else []
-    if solves:
-        headers += [
-            (b"x-videoanchor-solver-seconds", f"{sum(s for s, _, _ in solves):.6f}".encode()),
-            (b"x-videoanchor-solver-iterations", str(sum(i for _, i, _ in solves)).encode()),
-            (b"x-videoanchor-solver-converged", b"true" if all(c for _, _, c in solves) else b"false"),
-        ]
-    return headers
+    async def _outcomes(self, digests: list[int], wait: float = 2.0) -> dict:
+        """The engines' reports for these digests; they are written off the model step, so
+        give them a moment to land (the request's prefill is done by now)."""
+        outcomes = {}
+        for _ in range(int(wait / 0.05)):
+            outcomes = await asyncio.to_thread(self.solve_log.read, digests)
+            if len(outcomes) == len(digests):
+                break
+            await asyncio.sleep(0.05)
+        return outcomes
 
 
 async def _read_body(receive) -> bytes:

@@ -17,8 +17,7 @@ from pydantic import ValidationError
 
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.engine.option import ANCHOR_KEY, REQUEST_TAG_KEY, parse_anchor_option
-
-from .config import ServerSettings
+from vllm_videoanchor.settings import AnchorSettings
 
 _MISSING = object()
 VISUAL_PART_TYPES = ("image_url", "video_url", "input_image", "image", "video", "image_pil", "image_embeds")
@@ -49,7 +48,7 @@ def _pydantic_message(exc: ValidationError) -> tuple[str, str]:
     return f"{param}: {error['msg']}", param
 
 
-def parse_anchor(value: Any, settings: ServerSettings) -> AnchorParams | None:
+def parse_anchor(value: Any, settings: AnchorSettings) -> AnchorParams | None:
     """`anchor` as sent (absent, bool, object) -> parameters, or RequestError naming the field."""
     if value is _MISSING or value is None:
         value = settings.anchor_default
@@ -67,7 +66,7 @@ def parse_anchor(value: Any, settings: ServerSettings) -> AnchorParams | None:
     return params
 
 
-def _check_media_io_kwargs(value: Any, settings: ServerSettings) -> None:
+def _check_media_io_kwargs(value: Any, settings: AnchorSettings) -> None:
     """Only a frame count for videos, within the server's bound."""
     if value is None:
         return
@@ -107,7 +106,7 @@ def has_visual_input(body: dict) -> bool:
     return bool(body.get("multi_modal_data"))
 
 
-def rewrite_request(body: Any, settings: ServerSettings, tag: str) -> tuple[Any, AnchorDecision]:
+def rewrite_request(body: Any, settings: AnchorSettings, tag: str) -> tuple[Any, AnchorDecision]:
     """The body vLLM should see, and what was decided. RequestError for bad input."""
     if not isinstance(body, dict):
         return body, AnchorDecision(None, False)

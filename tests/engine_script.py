@@ -10,44 +10,35 @@ requests that carry the `anchor` option.
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
+
+from vllm_videoanchor.testing import specs
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 JOINT_IMAGES = 4  # images of the multi-view request
 PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
-VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
-IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
-# placeholders per model type (config.json), where they differ from Qwen-VL's
-PLACEHOLDERS = {"llava_onevision": ("<video>\n", "<image>\n"),
-                # Qwen3-VL's processor expands the bare pad into per-frame timestamps and pads
-                "qwen3_vl": ("<|video_pad|>", IMAGE),
-                "internvl": ("<video>\n", "<IMG_CONTEXT>\n"),
-                # the original InternVL format: vLLM's processor expands the plain text tags
-                "internvl_chat": ("<video>\n", "<image>\n")}
 
 
 def placeholders(model) -> tuple[str, str]:
     """(video, image) placeholder text of the model in directory `model`."""
-    model_type = json.loads((Path(model) / "config.json").read_text())["model_type"]
-    return PLACEHOLDERS.get(model_type, (VIDEO, IMAGE))
+    spec = specs.model_spec(model)
+    return spec.video_placeholder, spec.image_placeholder
 
 
 def video_item(seed=0):
-    frames = np.random.default_rng(seed).uniform(0, 255, (8, 112, 112, 3)).astype(np.uint8)
-    meta = {"total_num_frames": 8, "fps": 2.0, "duration": 4.0, "video_backend": "opencv",
-            "frames_indices": list(range(8)), "do_sample_frames": False}
-    return frames, meta
+    """The tests' video: (frames, metadata) as vLLM takes them."""
+    frames = np.random.default_rng(seed).uniform(
+        0, 255, (specs.VIDEO_FRAMES, specs.VIDEO_SIZE, specs.VIDEO_SIZE, 3)).astype(np.uint8)
+    return frames, specs.video_metadata()
 
 
 def image_item(seed=1):
     from PIL import Image
 
-    pixels = np.random.default_rng(seed).uniform(0, 255, (112, 112, 3)).astype(np.uint8)
+    pixels = np.random.default_rng(seed).uniform(0, 255, (specs.IMAGE_SIZE, specs.IMAGE_SIZE, 3)).astype(np.uint8)
     return Image.fromarray(pixels)
 
 
@@ -67,28 +58,30 @@ def summary(output):
 ANCHORS = {
     "anchored": {"n_clusters": 4},
     "anchored_again": {"n_clusters": 4},  # identical: a prefix-cache / encoder-cache hit
+    "other_alpha_q": {"n_clusters": 4, "alpha_q": 1.0},  # alpha_q has no effect: also a cache hit
     "zero_alphas": {"n_clusters": 4, "alpha_k": 0.0, "alpha_v": 0.0},
     "keys_only": {"n_clusters": 4, "alpha_v": 0.0},
     "one_cluster": {"n_clusters": 1},
     "defaults": True,
     "kmeans": {"method": "kmeans", "n_clusters": 4},  # the paper's ablations
     "uniform": {"method": "uniform"},
+    "failing": {"n_clusters": 4, "alpha_z": 1e308},  # the solver fails (overflow): served plain
 }
 
 
 def record_solves() -> list:
     """Keeps what the plugin's solver was given and returned, in this process (the engine
     runs in-process here), so that tests can hand the dense reference vLLM's own gains."""
-    from vllm_videoanchor.engine import models
+    from vllm_videoanchor.engine import model
 
-    solves, solve = [], models.compute_anchor_gains
+    solves, solve = [], model.compute_anchor_gains
 
     def recording(tokens, params):
         gains = solve(tokens, params)
         solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist()})
         return gains
 
-    models.compute_anchor_gains = recording
+    model.compute_anchor_gains = recording
     return solves
 
 
@@ -98,7 +91,7 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
     solves = [] if plain_only else record_solves()
 
     # the original InternVL format's config class is local code written by the tiny builder
-    remote_code = json.loads((Path(model) / "config.json").read_text())["model_type"] == "internvl_chat"
+    remote_code = specs.model_spec(model).trust_remote_code
     llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype, trust_remote_code=remote_code,
               limit_mm_per_prompt={"video": 1, "image": JOINT_IMAGES}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)

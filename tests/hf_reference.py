@@ -123,7 +123,8 @@ class DenseReference:
             rows = model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0]
             return rows, torch.arange(len(rows)) < len(rows) - 1
         elif "pixel_values" in inputs:
-            rows = torch.cat(list(model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output))
+            features = model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+            rows = torch.cat(list(features.pooler_output))
         else:
             out = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
             rows = torch.cat(list(out)) if isinstance(out, (list, tuple)) else out

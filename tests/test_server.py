@@ -5,36 +5,19 @@ API key guards our layer, and 16 concurrent mixed requests are answered and coun
 
 import base64
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from utils import RemoteServer, data_url, free_port, metric, videoanchor_server, write_mp4
 
-from server_process import Server, free_port
-from vllm_videoanchor.tiny import build_tiny_model
+from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
 API_KEY = "test-key"
 QUESTION = "How many chairs?"
-
-
-def write_mp4(path: Path, frames: int, size: int, seed: int) -> Path:
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (size, size))
-    rng = np.random.default_rng(seed)
-    for _ in range(frames):
-        writer.write(rng.uniform(0, 255, (size, size, 3)).astype(np.uint8))
-    writer.release()
-    return path
-
-
-def data_url(path: Path, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +46,12 @@ def servers(tmp_path_factory, media):
     model = str(build_tiny_model(root / "model"))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     common = ["--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"video": 1, "image": 2}']
-    ours_port, stock_port = free_port(), free_port()
-    ours = Server([str(Path(sys.executable).with_name("vllm-videoanchor")), "serve", model, "--port", str(ours_port),
-                   "--anchor-max-visual-tokens", "100", "--api-key", API_KEY, *common],
-                  env, root / "ours.log", ours_port)
-    stock = Server([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-                    "--port", str(stock_port), *common], dict(env, VLLM_PLUGINS=""), root / "stock.log", stock_port)
+    ours = videoanchor_server(model, "--anchor-max-visual-tokens", "100", "--api-key", API_KEY, *common,
+                              log_path=root / "ours.log", env=env)
+    stock_port = free_port()
+    stock = RemoteServer([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                          "--port", str(stock_port), *common], root / "stock.log", dict(env, VLLM_PLUGINS=""),
+                         stock_port)
     try:
         yield {"ours": ours.wait(), "stock": stock.wait(), "model": model}
     finally:
@@ -99,12 +82,6 @@ def ask(server, model, msgs, extra=None, key=API_KEY):
 
 def max_diff(a, b):
     return max(abs(v - sb[t]) for sa, sb in zip(a, b) for t, v in sa.items() if t in sb)
-
-
-def metric(server, name):
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def test_video_with_and_without_anchor(servers, media):
@@ -175,6 +152,37 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(servers, media,
     assert error.value.status_code == 400 and text in error.value.message, error.value.message
     _, _, headers = ask(servers["ours"], servers["model"], messages("video_url", media["video"]), {"anchor": True})
     assert headers["x-videoanchor-anchor"] == "applied"
+
+
+def test_a_failed_solve_is_reported_not_claimed(servers, media):
+    """alpha_z = 1e308 makes the engine's solve fail: the item is served with plain attention
+    (stock vLLM's answer), the response says `failed` with the reason, the failure is
+    counted, and the server keeps anchoring other requests."""
+    ours, model = servers["ours"], servers["model"]
+    video = messages("video_url", media["video"])
+    stock, _, _ = ask(servers["stock"], model, video, key=None)
+    before = metric(ours, "videoanchor_solver_failed_total")
+    steps, _, headers = ask(ours, model, video, {"anchor": {"n_clusters": 4, "alpha_z": 1e308}})
+    assert headers["x-videoanchor-anchor"] == "failed", headers
+    assert headers["x-videoanchor-failure"] and "x-videoanchor-solver-seconds" not in headers
+    assert max_diff(steps, stock) < 1e-4
+    assert metric(ours, "videoanchor_solver_failed_total") - before == 1
+    assert metric(ours, 'videoanchor_requests_total{anchor="failed"}') >= 1
+    _, _, headers = ask(ours, model, video, {"anchor": {"n_clusters": 4}})
+    assert headers["x-videoanchor-anchor"] == "applied"
+
+
+def test_a_streamed_response_reports_its_solve(servers, media):
+    """The response's headers wait for its first chunk, which comes after the prefill: a
+    stream's headers carry the solve that served it."""
+    ours, model = servers["ours"], servers["model"]
+    raw = client(ours).chat.completions.with_raw_response.create(
+        model=model, messages=messages("video_url", media["other_video"]), max_tokens=4, temperature=0.0,
+        stream=True, extra_body={"anchor": {"n_clusters": 5, "alpha_k": 3.0}})
+    headers = {k: v for k, v in raw.headers.items() if k.startswith("x-videoanchor")}
+    chunks = list(raw.parse())
+    assert headers["x-videoanchor-anchor"] == "applied", headers
+    assert int(headers["x-videoanchor-solver-iterations"]) > 0 and chunks
 
 
 def test_the_api_key_guards_our_layer(servers, media):

@@ -3,15 +3,15 @@
 import pytest
 
 from vllm_videoanchor.anchor import AnchorParams
+from vllm_videoanchor.settings import AnchorSettings
 from vllm_videoanchor_server.cli import MIDDLEWARE, server_command
-from vllm_videoanchor_server.config import ServerSettings
 from vllm_videoanchor_server.request import RequestError, rewrite_request
 
 VIDEO_MESSAGE = [{"role": "user", "content": [
     {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
     {"type": "text", "text": "How many chairs?"}]}]
 TEXT_MESSAGE = [{"role": "user", "content": "hello"}]
-SETTINGS = ServerSettings()
+SETTINGS = AnchorSettings()
 
 
 def rewrite(settings=SETTINGS, messages=VIDEO_MESSAGE, **fields):
@@ -41,7 +41,7 @@ def test_on_becomes_the_plugins_processor_kwargs(fields, expected, sent):
 
 
 def test_server_default_applies_only_when_the_request_is_silent():
-    on = ServerSettings(anchor_default=True)
+    on = AnchorSettings(anchor_default=True)
     assert rewrite(on)[1].applied
     assert not rewrite(on, anchor=False)[1].applied
 
@@ -78,10 +78,10 @@ def test_frame_count_within_the_bound_passes_through():
 
 
 def test_settings_round_trip_through_the_environment(monkeypatch):
-    settings = ServerSettings(anchor_default=True, max_visual_tokens=512, max_iter_limit=50, max_frames=8)
+    settings = AnchorSettings(anchor_default=True, max_visual_tokens=512, max_iter_limit=50, max_frames=8)
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    assert ServerSettings.from_env() == settings
+    assert AnchorSettings.from_env() == settings
 
 
 def test_serve_command_line():

@@ -1,51 +1,78 @@
-"""The cross-process solve log: rows written by one connection are read by another; without
-its environment variable, or with an unusable path, it does nothing and raises nothing."""
+"""The cross-process solve log and the API server's request tables: outcomes written by one
+process are read by another; writes never wait on the disk; without a path, or with an
+unusable one, nothing happens and nothing raises; the request tables are bounded."""
 
 import multiprocessing
+import sqlite3
+import time
 
-from vllm_videoanchor.engine import solve_log
+from vllm_videoanchor.engine.solve_log import RequestItems, SolveLog, SolveOutcome
 
 
 def _write_in_child(path):
-    import os
+    log = SolveLog(path)
+    log.record(0xABCDEF, SolveOutcome(0.25, 42, False))
+    log.record(0xFACE, SolveOutcome(error="LinAlgError: not positive-definite"))
+    log.flush()
 
-    os.environ[solve_log.ENV] = path
-    solve_log.write(0xABCDEF, 0.25, 42, False)
 
-
-def test_rows_cross_processes(tmp_path, monkeypatch):
+def test_rows_cross_processes(tmp_path):
     path = str(tmp_path / "log" / "solves.sqlite")
     child = multiprocessing.get_context("spawn").Process(target=_write_in_child, args=(path,))
     child.start()
     child.join(60)
-    monkeypatch.setenv(solve_log.ENV, path)
-    assert solve_log.read([0xABCDEF, 0x123]) == [(0.25, 42, False)]
+    found = SolveLog(path).read([0xABCDEF, 0x123, 0xFACE])
+    assert found[0xABCDEF] == SolveOutcome(0.25, 42, False) and found[0xABCDEF].applied
+    assert not found[0xFACE].applied and "not positive-definite" in found[0xFACE].error
+    assert 0x123 not in found
 
 
-def test_off_without_the_variable(monkeypatch):
-    monkeypatch.delenv(solve_log.ENV, raising=False)
-    solve_log.write(1, 0.1, 1, True)
-    assert solve_log.read([1]) == []
+def test_off_without_a_path():
+    log = SolveLog(None)
+    log.record(1, SolveOutcome(0.1, 1, True))
+    log.flush()
+    assert log.read([1]) == {}
 
 
-def test_unusable_path_is_not_an_error(tmp_path, monkeypatch):
+def test_unusable_path_is_not_an_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    monkeypatch.setenv(solve_log.ENV, str(blocker / "sub" / "solves.sqlite"))
-    solve_log.write(1, 0.1, 1, True)
-    assert solve_log.read([1]) == []
+    log = SolveLog(str(blocker / "sub" / "solves.sqlite"))
+    log.record(1, SolveOutcome(0.1, 1, True))
+    log.flush()
+    assert log.read([1]) == {}
+
+
+def test_recording_never_waits_on_the_disk(tmp_path):
+    """The model step records an outcome while another process holds the database locked:
+    the call returns at once (before: up to sqlite's 5 s busy timeout inside the step), and
+    the row lands once the lock is gone."""
+    path = str(tmp_path / "solves.sqlite")
+    log = SolveLog(path)
+    log.record(7, SolveOutcome(0.5, 3, True))
+    log.flush()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    start = time.perf_counter()
+    log.record(8, SolveOutcome(0.5, 3, True))
+    assert time.perf_counter() - start < 0.5
+    locker.execute("COMMIT")
+    log.flush()
+    assert 8 in log.read([8])
 
 
 def test_requests_find_their_items_digests_by_hash():
-    solve_log.note_item("hash-a", 11)
-    solve_log.note_item("hash-b", 22)
-    solve_log.note_request("tag", ["hash-a", "unknown", "hash-b"])
-    assert solve_log.take_request("tag") == [11, 22]
-    assert solve_log.take_request("tag") == []  # taken once
+    items = RequestItems()
+    items.note_item("hash-a", 11)
+    items.note_item("hash-b", 22)
+    items.note_request("tag", ["hash-a", "unknown", "hash-b"])
+    assert items.take_request("tag") == [11, 22]
+    assert items.take_request("tag") == []  # taken once
 
 
 def test_tables_are_bounded():
-    for i in range(solve_log._BOUND + 10):
-        solve_log.note_request(f"t{i}", [])
-    assert len(solve_log._request_digests) == solve_log._BOUND
-    assert solve_log.take_request("t0") == [] and "t9" not in solve_log._request_digests
+    items = RequestItems()
+    for i in range(items.BOUND + 10):
+        items.note_request(f"t{i}", [])
+    assert len(items) == items.BOUND
+    assert items.take_request("t0") == [] and items.take_request("t9") == []

@@ -120,7 +120,7 @@ def data_url(path: Path, mime: str) -> str:
 def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
     """The JSON of a finished script's `RESULTS ` line; fails with its stderr's tail if it failed."""
     assert out.returncode == 0, out.stderr[-tail:]
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULTS "))
+    line = next(row for row in out.stdout.splitlines() if row.startswith("RESULTS "))
     return json.loads(line[len("RESULTS "):])
 
 

@@ -11,18 +11,15 @@ __version__ = "0.1.0"
 _registered = False
 
 # architecture -> "module:class" (kept here so that register() imports no vLLM model code)
+_FAMILIES = "vllm_videoanchor.engine.families"
 ANCHORED_MODELS = {
-    "Qwen2_5_VLForConditionalGeneration":
-        "vllm_videoanchor.engine.models:AnchoredQwen2_5_VLForConditionalGeneration",
-    "Qwen2VLForConditionalGeneration":
-        "vllm_videoanchor.engine.models:AnchoredQwen2VLForConditionalGeneration",
-    "Qwen3VLForConditionalGeneration":
-        "vllm_videoanchor.engine.models:AnchoredQwen3VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration": f"{_FAMILIES}.qwen_vl:AnchoredQwen2_5_VLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration": f"{_FAMILIES}.qwen_vl:AnchoredQwen2VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": f"{_FAMILIES}.qwen3_vl:AnchoredQwen3VLForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration":
-        "vllm_videoanchor.engine.models:AnchoredLlavaOnevisionForConditionalGeneration",
-    "InternVLForConditionalGeneration":
-        "vllm_videoanchor.engine.models:AnchoredInternVLForConditionalGeneration",
-    "InternVLChatModel": "vllm_videoanchor.engine.models:AnchoredInternVLChatModel",
+        f"{_FAMILIES}.llava_onevision:AnchoredLlavaOnevisionForConditionalGeneration",
+    "InternVLForConditionalGeneration": f"{_FAMILIES}.internvl:AnchoredInternVLForConditionalGeneration",
+    "InternVLChatModel": f"{_FAMILIES}.internvl:AnchoredInternVLChatModel",
 }
 
 

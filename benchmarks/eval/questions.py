@@ -82,7 +82,7 @@ class Question(BaseModel):
         if self.options is None:
             return "\n".join([PRE_PROMPT, self.question, NUMERIC_POST_PROMPT])
         lettered = all(re.match(rf"{letter}[.)]\s", option) for letter, option in zip(LETTERS, self.options))
-        options = self.options if lettered else [f"{l}. {o}" for l, o in zip(LETTERS, self.options)]
+        options = self.options if lettered else [f"{letter}. {o}" for letter, o in zip(LETTERS, self.options)]
         return "\n".join([PRE_PROMPT, self.question, "Options:\n" + "\n".join(options), MC_POST_PROMPT])
 
 

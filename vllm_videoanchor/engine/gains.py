@@ -13,28 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from . import compat
 from .anchored_attention import context_slots
-
-# Anchored items carry their gains as extra embedding columns: g_K and g_V, each split into
-# a high and a low part in the model's dtype (bfloat16 alone would round 1 + 9.5 s to ~1 %).
-GAIN_COLUMNS = 4
-
-
-def pack_gains(embedding: torch.Tensor, gain_k: torch.Tensor, gain_v: torch.Tensor) -> torch.Tensor:
-    """embedding [N, H] -> [N, H + 4] with (g_K hi, g_K lo, g_V hi, g_V lo)."""
-    columns = []
-    for gain in (gain_k, gain_v):
-        gain = gain.to(torch.float32)
-        high = gain.to(embedding.dtype)
-        low = (gain - high.float()).to(embedding.dtype)
-        columns += [high, low]
-    return torch.cat([embedding, torch.stack(columns, dim=1).to(embedding.device)], dim=1)
-
-
-def unpack_gains(packed: torch.Tensor):
-    """Inverse of `pack_gains`: (embedding [N, H], g_K [N], g_V [N]) in float32."""
-    tail = packed[:, -GAIN_COLUMNS:].float()
-    return packed[:, :-GAIN_COLUMNS], tail[:, 0] + tail[:, 1], tail[:, 2] + tail[:, 3]
 
 
 class GainState:
@@ -63,18 +43,18 @@ class GainState:
         object (layers sharing a KV-cache group share it), not once per layer."""
         if self.pending_write:
             self.pending_write = False
-            n_tokens = metadata.num_actual_tokens
-            self._write_slots(metadata.slot_mapping[:n_tokens], num_slots)
+            step = compat.step_metadata(metadata)
+            self._write_slots(step.slot_mapping[:step.num_actual_tokens], num_slots)
             self._step_metadata = None
         if metadata is not self._step_metadata:
             self._step_metadata = metadata
-            self.step_requests = self._anchored_requests(metadata, block_size)
+            self.step_requests = self._anchored_requests(compat.step_metadata(metadata), block_size)
         return self.step_requests
 
-    def _anchored_requests(self, metadata, block_size: int) -> list[int]:
+    def _anchored_requests(self, metadata: compat.StepMetadata, block_size: int) -> list[int]:
         """Prefilling requests whose context holds a gain != 1 (decode rows stay plain)."""
         starts = metadata.query_start_loc.tolist()
-        prefilling = getattr(metadata, "is_prefilling", None)
+        prefilling = metadata.is_prefilling
         chosen = []
         for r, context_len in enumerate(metadata.seq_lens.tolist()):
             q_len = starts[r + 1] - starts[r]

@@ -27,6 +27,9 @@ from ..anchor import AnchorParams, params_for_model
 ANCHOR_KEY = "anchor"
 REQUEST_TAG_KEY = "videoanchor_request"
 FIELDS = tuple(AnchorParams.model_fields)
+# fields that cannot change a result (alpha_q cancels in the softmax): kept out of the
+# hash, so that requests differing only in them share caches
+NO_EFFECT_FIELDS = frozenset({"alpha_q"})
 VECTOR_SIZE = 4 + len(FIELDS)  # enabled, fields..., group size, member index, digest
 
 
@@ -58,6 +61,11 @@ def split_anchor_option(
     """The parsed option and the remaining processor kwargs (without ours)."""
     rest = {k: v for k, v in kwargs.items() if k not in (ANCHOR_KEY, REQUEST_TAG_KEY)}
     return parse_anchor_option(kwargs.get(ANCHOR_KEY), architecture), rest
+
+
+def hashed_option(params: AnchorParams) -> dict:
+    """The option as it enters vLLM's multimodal hash: resolved, without no-op fields."""
+    return params.model_dump(mode="json", exclude=set(NO_EFFECT_FIELDS))
 
 
 def encode(params: AnchorParams | None, digest: int = 0, group: tuple[int, int] = (1, 0)) -> torch.Tensor:

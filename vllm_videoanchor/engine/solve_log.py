@@ -1,100 +1,166 @@
 """Which solve served which request, across processes.
 
 The solver runs in the engine's worker process; the HTTP server that answers the request
-runs elsewhere. Workers append one row per solve, keyed by the item's digest (see
-option.content_digest), to a SQLite file named by VIDEOANCHOR_SOLVE_LOG; the server reads
-the rows of the digests its request carried. Without the variable (offline use) nothing is
-written. Rows older than an hour are pruned as new ones arrive.
+runs elsewhere. Workers record one outcome per solve (applied, with its statistics, or
+failed, with the reason), keyed by the item's digest (see option.content_digest), in a
+SQLite file (settings.solve_log); the server reads the outcomes of the digests its request
+carried. Writes go through a queue to a background thread, so the model step never waits
+on the disk. Rows older than a day are pruned as new ones arrive.
 
 In the API-server process, the processor notes which digests each tagged request carried
-(`note_request`) and the server takes them back when it answers (`take_request`); both
-tables are bounded.
+(`REQUEST_ITEMS.note_request`, from the processor's thread pool) and the middleware takes
+them back when it answers (from the event loop): the tables are bounded and locked.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
-ENV = "VIDEOANCHOR_SOLVE_LOG"
-KEEP_SECONDS = 3600.0
+logger = logging.getLogger("vllm.videoanchor")
 
-_local = threading.local()
+KEEP_SECONDS = 86400.0
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
+           "converged INTEGER, error TEXT, at REAL)")
 
 
-def _connection() -> sqlite3.Connection | None:
-    path = os.environ.get(ENV)
-    if not path:
-        return None
-    conn = getattr(_local, "conn", None)
-    if conn is None or getattr(_local, "path", None) != path:
+@dataclass(frozen=True)
+class SolveOutcome:
+    """What happened to one anchored item (or joint group) in the engine."""
+
+    seconds: float = 0.0
+    iterations: int = 0
+    converged: bool = False
+    error: str | None = None  # why the item was served plain; None when anchored
+
+    @property
+    def applied(self) -> bool:
+        return self.error is None
+
+
+class SolveLog:
+    """The SQLite file shared by engines (writers) and servers (readers). A path of None,
+    or one that cannot be opened, makes it a no-op: reporting never fails a request."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._queue: queue.SimpleQueue | None = None
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def record(self, digest: int, outcome: SolveOutcome) -> None:
+        """Queue an outcome for the background writer (returns at once)."""
+        if not self.path or not digest:
+            return
+        with self._lock:
+            if self._writer is None:
+                self._queue = queue.SimpleQueue()
+                self._writer = threading.Thread(target=self._write_forever, name="videoanchor-solve-log",
+                                                daemon=True)
+                self._writer.start()
+        self._queue.put((digest, outcome, time.time()))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued outcome is on disk (tests, shutdown)."""
+        if self._writer is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def read(self, digests: list[int]) -> dict[int, SolveOutcome]:
+        """The outcomes found for these digests."""
+        conn = self._connection()
+        if conn is None or not digests:
+            return {}
+        found = {}
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, "
-                         "iterations INTEGER, converged INTEGER, at REAL)")
-        except (OSError, sqlite3.Error):  # reporting is best effort
+            for digest in digests:
+                row = conn.execute("SELECT seconds, iterations, converged, error FROM solves WHERE digest = ?",
+                                   (digest,)).fetchone()
+                if row:
+                    found[digest] = SolveOutcome(row[0], row[1], bool(row[2]), row[3])
+        except sqlite3.Error:
+            return {}
+        return found
+
+    def _write_forever(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            digest, outcome, at = item
+            conn = self._connection()
+            if conn is None:
+                continue
+            try:
+                conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?, ?)",
+                             (digest, outcome.seconds, outcome.iterations, int(outcome.converged), outcome.error,
+                              at))
+                conn.execute("DELETE FROM solves WHERE at < ?", (at - KEEP_SECONDS,))
+            except sqlite3.Error as exc:  # a report, never a reason to fail a request
+                logger.debug("videoanchor: solve log write failed: %s", exc)
+
+    def _connection(self) -> sqlite3.Connection | None:
+        """One connection per thread (sqlite3 connections are not shared across threads)."""
+        if not self.path:
             return None
-        _local.conn, _local.path = conn, path
-    return conn
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SCHEMA)
+            except (OSError, sqlite3.Error):
+                return None
+            self._local.conn = conn
+        return conn
 
 
-def write(digest: int, seconds: float, iterations: int, converged: bool) -> None:
-    conn = _connection()
-    if conn is None or not digest:
-        return
-    now = time.time()
-    try:
-        conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?)",
-                     (digest, seconds, iterations, int(converged), now))
-        conn.execute("DELETE FROM solves WHERE at < ?", (now - KEEP_SECONDS,))
-    except sqlite3.Error:  # a report, never a reason to fail a request
-        pass
+class RequestItems:
+    """Per request tag, the digests of its anchored items (API-server process; thread-safe)."""
+
+    BOUND = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests_by_tag: OrderedDict[str, list[int]] = OrderedDict()
+        self._digest_by_hash: OrderedDict[str, int] = OrderedDict()
+
+    def note_item(self, mm_hash: str, digest: int) -> None:
+        """The digest of a multimodal item, by vLLM's hash (items served from a cache come
+        back as their hash only)."""
+        with self._lock:
+            self._remember(self._digest_by_hash, mm_hash, digest)
+
+    def note_request(self, tag: str, mm_hashes: list[str]) -> None:
+        with self._lock:
+            # a joint group's members share one digest (one solve)
+            digests = list(dict.fromkeys(d for d in map(self._digest_by_hash.get, mm_hashes) if d))
+            self._remember(self._digests_by_tag, tag, digests)
+
+    def take_request(self, tag: str) -> list[int]:
+        with self._lock:
+            return self._digests_by_tag.pop(tag, [])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._digests_by_tag)
+
+    def _remember(self, table: OrderedDict, key, value) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.BOUND:
+            table.popitem(last=False)
 
 
-def read(digests: list[int]) -> list[tuple[float, int, bool]]:
-    """(seconds, iterations, converged) of the digests found, in order."""
-    conn = _connection()
-    if conn is None or not digests:
-        return []
-    rows = []
-    try:
-        for digest in digests:
-            row = conn.execute("SELECT seconds, iterations, converged FROM solves WHERE digest = ?",
-                               (digest,)).fetchone()
-            if row:
-                rows.append((row[0], row[1], bool(row[2])))
-    except sqlite3.Error:
-        return []
-    return rows
-
-
-_BOUND = 4096
-_request_digests: OrderedDict[str, list[int]] = OrderedDict()
-_digest_by_hash: OrderedDict[str, int] = OrderedDict()
-
-
-def _remember(table: OrderedDict, key, value) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > _BOUND:
-        table.popitem(last=False)
-
-
-def note_item(mm_hash: str, digest: int) -> None:
-    """The digest of a multimodal item, by vLLM's hash (items served from a cache come
-    back as their hash only)."""
-    _remember(_digest_by_hash, mm_hash, digest)
-
-
-def note_request(tag: str, mm_hashes: list[str]) -> None:
-    # a joint group's members share one digest (one solve)
-    _remember(_request_digests, tag, list(dict.fromkeys(d for d in map(_digest_by_hash.get, mm_hashes) if d)))
-
-
-def take_request(tag: str) -> list[int]:
-    return _request_digests.pop(tag, [])
+REQUEST_ITEMS = RequestItems()  # the API-server process's registry (processor -> middleware)

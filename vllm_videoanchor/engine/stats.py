@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass
 
 from prometheus_client import Counter, Histogram
 
-from . import solve_log
-
 SOLVER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 ANCHORED_ITEMS = Counter("videoanchor_anchored_items", "Visual items (videos, images) anchored")
@@ -19,7 +17,8 @@ SOLVER_SECONDS = Histogram("videoanchor_solver_seconds", "Anchor solver time per
 SOLVER_ITERATIONS = Counter("videoanchor_solver_iterations", "ADMM iterations run")
 NOT_CONVERGED = Counter("videoanchor_solver_not_converged",
                         "Solves that stopped at max_iter before reaching eps")
-FAILED = Counter("videoanchor_solver_failed", "Items left unanchored because the solver refused them")
+FAILED = Counter("videoanchor_solver_failed",
+                 "Items served plain because the solve failed or anchoring is unavailable on this engine")
 
 
 @dataclass
@@ -35,8 +34,8 @@ _lock = threading.Lock()
 _stats = SolverStats()
 
 
-def record_solve(digest: int, seconds: float, iterations: int, converged: bool) -> None:
-    """Counts one solve, and logs it under the item's digest for the server (solve_log)."""
+def record_solve(seconds: float, iterations: int, converged: bool) -> None:
+    """Counts one solve."""
     with _lock:
         _stats.items += 1
         _stats.seconds += seconds
@@ -47,7 +46,6 @@ def record_solve(digest: int, seconds: float, iterations: int, converged: bool) 
     SOLVER_ITERATIONS.inc(iterations)
     if not converged:
         NOT_CONVERGED.inc()
-    solve_log.write(digest, seconds, iterations, converged)
 
 
 def record_failure() -> None:
