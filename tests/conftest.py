@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-import torch
-
 import reference
+import torch
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pydantic
 import pytest
+import reference
 import torch
 
-import reference
 from vllm_videoanchor.anchor import (
     ESTIMATOR_FIELDS,
     AnchorParams,

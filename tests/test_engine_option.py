@@ -7,7 +7,14 @@ import vllm_videoanchor
 from vllm_videoanchor import anchor
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.engine.option import (
-    FIELDS, VECTOR_SIZE, content_digest, decode, encode, item_digest, parse_anchor_option, split_anchor_option)
+    VECTOR_SIZE,
+    content_digest,
+    decode,
+    encode,
+    item_digest,
+    parse_anchor_option,
+    split_anchor_option,
+)
 
 
 @pytest.mark.parametrize("value", [None, False])

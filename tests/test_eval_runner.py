@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from utils import RemoteServer, free_port, metric_by_label, videoanchor_server
 
 from benchmarks.eval.questions import load_questions
 from benchmarks.eval.scoring import score_answer
 from benchmarks.eval.synthetic import generate
-from utils import RemoteServer, free_port, metric_by_label, videoanchor_server
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from utils import videoanchor_server
+
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow

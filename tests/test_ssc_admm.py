@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+import reference
 import torch
 
-import reference
 from vllm_videoanchor.ssc import SparseSubspaceClustering, admm_ssc, pca_project
 from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+import reference
 import torch
 from sklearn.base import clone
 
-import reference
 from vllm_videoanchor.ssc import SparseSubspaceClustering, spectral_clustering
 
 

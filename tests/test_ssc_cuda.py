@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
-
 import reference
+import torch
 from conftest import requires_cuda
+
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.ssc import SparseSubspaceClustering, cupy_available
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from utils import read_results
+
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, cpu_compat, spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import __doc__ as package_doc
 from . import ARCHS, SIZES, build_tiny_model
+from . import __doc__ as package_doc
 
 
 def main(argv: list[str] | None = None) -> None:
