@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU check for a machine with torch, Triton and CuPy but no vLLM (under 8 minutes on an
+# H100/H200): the CUDA tests of the solver and of the anchored attention kernel, then the
+# kernel benchmark against torch's flash SDPA and the solver benchmark, as tables.
+#
+#     bash benchmarks/gpu_check.sh            # from the repository root; results in $OUT or /tmp/gpu-check
+#
+# Needs pytest and pytest-timeout (and pydantic for the solver tests through AnchorParams). Where
+# pydantic is missing, wheels in .whl/ are installed to /tmp/site first (see the README's GPU section).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu-check}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+
+if ! "$PY" -c "import pydantic" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+"$PY" - <<'EOF' | tee "$OUT/device.txt"
+import torch, triton
+print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}; torch {torch.__version__}; "
+      f"triton {triton.__version__}")
+try:
+    import cupy
+    print(f"cupy {cupy.__version__}")
+except ImportError:
+    print("cupy: not installed")
+EOF
+
+status=0
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" --junitxml="$OUT/cuda-tests.xml" \
+    tests/test_ssc_cuda.py tests/test_kernel_anchored_prefill_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" || status=1
+timeout 150 "$PY" benchmarks/attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 \
+    | tee "$OUT/attention_kernel.md" || status=1
+timeout 90 "$PY" benchmarks/ssc.py --device cuda --sizes 1024 4096 2>&1 | tee "$OUT/ssc.md" || status=1
+echo "gpu_check: $([ $status -eq 0 ] && echo passed || echo FAILED); results in $OUT"
+exit $status
