@@ -11,50 +11,20 @@ requests that carry the `anchor` option.
 import json
 import os
 
-import numpy as np
-
 from vllm_videoanchor.testing import specs
+from vllm_videoanchor.testing.engine_run import (  # noqa: F401 - re-exported for the tests
+    JOINT_IMAGES,
+    PROMPT,
+    count_kernel_launches,
+    image_item,
+    placeholders,
+    record_solves,
+    summary,
+    video_item,
+)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-JOINT_IMAGES = 4  # images of the multi-view request
-PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
-
-
-def placeholders(model) -> tuple[str, str]:
-    """(video, image) placeholder text of the model in directory `model`."""
-    spec = specs.model_spec(model)
-    return spec.video_placeholder, spec.image_placeholder
-
-
-def video_item(seed=0):
-    """The tests' video: (frames, metadata) as vLLM takes them."""
-    frames = np.random.default_rng(seed).uniform(
-        0, 255, (specs.VIDEO_FRAMES, specs.VIDEO_SIZE, specs.VIDEO_SIZE, 3)).astype(np.uint8)
-    return frames, specs.video_metadata()
-
-
-def image_item(seed=1):
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).uniform(0, 255, (specs.IMAGE_SIZE, specs.IMAGE_SIZE, 3)).astype(np.uint8)
-    return Image.fromarray(pixels)
-
-
-def summary(output):
-    completion = output.outputs[0]
-    return {
-        "prompt_token_ids": list(output.prompt_token_ids),
-        "tokens": list(completion.token_ids),
-        "logprobs": [{str(k): v.logprob for k, v in step.items()} for step in completion.logprobs],
-        "prompt_logprobs": [
-            None if step is None else {str(k): v.logprob for k, v in step.items()}
-            for step in output.prompt_logprobs
-        ],
-    }
-
-
 ANCHORS = {
     "anchored": {"n_clusters": 4},
     "anchored_again": {"n_clusters": 4},  # identical: a prefix-cache / encoder-cache hit
@@ -69,26 +39,11 @@ ANCHORS = {
 }
 
 
-def record_solves() -> list:
-    """Keeps what the plugin's solver was given and returned, in this process (the engine
-    runs in-process here), so that tests can hand the dense reference vLLM's own gains."""
-    from vllm_videoanchor.engine import model
-
-    solves, solve = [], model.compute_anchor_gains
-
-    def recording(tokens, params):
-        gains = solve(tokens, params)
-        solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist()})
-        return gains
-
-    model.compute_anchor_gains = recording
-    return solves
-
-
 def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True):
     from vllm import LLM, SamplingParams
 
     solves = [] if plain_only else record_solves()
+    launches = count_kernel_launches()
 
     # the original InternVL format's config class is local code written by the tiny builder
     remote_code = specs.model_spec(model).trust_remote_code
@@ -135,6 +90,7 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
         except Exception as exc:  # the engine must answer with an error, then keep serving
             results[name] = f"{type(exc).__name__}: {exc}"
     results["after_errors"] = summary(llm.generate(prompts["video"], params)[0])
+    results["kernel_launches"] = launches[0]
     print("RESULTS " + json.dumps(results))
 
 

@@ -9,10 +9,11 @@ import pytest
 import reference
 import torch
 from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholders, video_item
-from utils import max_logprob_diff, run_engine
+from utils import run_engine
 
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
+from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def model_type(model) -> str:
 
 @pytest.fixture(scope="module")
 def dense(model, tmp_path_factory):
-    from hf_reference import DenseReference
+    from vllm_videoanchor.testing.hf_reference import DenseReference
 
     if model_type(model) == "internvl_chat":  # scored by its Hugging Face-format twin
         return DenseReference(build_tiny_model(tmp_path_factory.mktemp("twin"), "internvl"), prompt_from_vllm=True)
@@ -105,10 +106,7 @@ def video_inputs(model, dense, plugin):
                               vllm_ids=plugin["video"]["prompt_token_ids"])
 
 
-def actual_prompt_logprobs(result):
-    """vLLM's log p(prompt token i | tokens < i), i >= 1, as an array."""
-    ids = result["prompt_token_ids"]
-    return np.array([result["prompt_logprobs"][i][str(ids[i])] for i in range(1, len(ids))])
+actual_prompt_logprobs = prompt_logprobs  # vLLM's log p(prompt token i | tokens < i), i >= 1
 
 
 def test_dense_reference_reproduces_plain_vllm(plugin, dense, video_inputs):
@@ -238,3 +236,51 @@ def test_bfloat16_model(model):
     assert max_logprob_diff(bf16["anchored"], bf16["video"]) > 1e-2
     assert max_logprob_diff(bf16["zero_alphas"], bf16["video"]) < 1e-5
     assert answer(bf16["anchored_again"]) == answer(bf16["anchored"])
+
+
+# The Triton kernel GPUs run, inside this CPU engine (Triton interpreter), on the two
+# embedding layouts: its answers equal the torch path's, and so the dense reference's.
+TRITON_KERNEL = {"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "1"}
+KERNEL_CASES = ("video", "anchored", "anchored_again", "keys_only", "one_cluster", "uniform", "anchored_image",
+                "joint_images")
+
+
+def test_the_triton_kernel_on_cpu_needs_the_interpreter(model):
+    """A setting that cannot work stops the engine at start-up, not in a step."""
+    if model_type(model) not in FULL_RUNS:
+        pytest.skip(f"checked on {FULL_RUNS}")
+    pytest.importorskip("triton")
+    with pytest.raises(AssertionError, match="needs TRITON_INTERPRET=1"):
+        run_engine(model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
+
+
+@pytest.fixture(scope="module")
+def triton_kernel(model):
+    if model_type(model) not in FULL_RUNS:
+        pytest.skip(f"the Triton kernel in the engine is checked on {FULL_RUNS}")
+    pytest.importorskip("triton")
+    return run_engine(model, env=TRITON_KERNEL)
+
+
+def test_triton_kernel_in_the_engine_gives_the_torch_paths_answers(plugin, triton_kernel):
+    assert triton_kernel["kernel_launches"] > 0 and plugin["kernel_launches"] == 0  # it ran, and only here
+    for name in KERNEL_CASES:
+        assert max_logprob_diff(triton_kernel[name], plugin[name]) < 1e-5, name
+        assert triton_kernel[name]["tokens"] == plugin[name]["tokens"], name
+    for kernel, torch_path in zip(triton_kernel["batch"], plugin["batch"]):  # mixed plain/anchored batch
+        assert max_logprob_diff(kernel, torch_path) < 1e-5
+
+
+def test_triton_kernel_in_the_engine_equals_dense_reference(triton_kernel, dense, video_inputs):
+    (solve,) = triton_kernel["anchored"]["solves"]
+    expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, solve["gain_k"]),
+                                     dense.per_position(video_inputs, solve["gain_v"]))
+    np.testing.assert_allclose(actual_prompt_logprobs(triton_kernel["anchored"]), expected, atol=5e-5)
+
+
+def test_triton_kernel_with_chunked_prefill_and_prefix_cache(model, plugin, triton_kernel):
+    chunked = run_engine(model, "--chunk", "32", env=TRITON_KERNEL)
+    assert chunked["kernel_launches"] > 0
+    assert len(chunked["joint_images"]["solves"]) == 1
+    for name in ("anchored", "anchored_again", "joint_images", "images"):
+        assert max_logprob_diff(chunked[name], plugin[name]) < 1e-5, name

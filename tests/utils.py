@@ -124,22 +124,12 @@ def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
     return json.loads(line[len("RESULTS "):])
 
 
-def run_engine(model, *args, plugins=None):
-    """tests/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given):
-    its results."""
-    env = dict(os.environ)
+def run_engine(model, *args, plugins=None, env=None):
+    """tests/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given,
+    `env` on top of this environment): its results."""
+    env = dict(os.environ, **(env or {}))
     if plugins is not None:
         env["VLLM_PLUGINS"] = plugins
     out = subprocess.run([sys.executable, str(ENGINE_SCRIPT), str(model), *args], env=env,
                          capture_output=True, text=True, timeout=900)
     return read_results(out)
-
-
-def max_logprob_diff(a, b):
-    """Largest difference over the logprobs both results report (prompt and output)."""
-    diffs = [0.0]
-    for steps_a, steps_b in ((a["prompt_logprobs"], b["prompt_logprobs"]), (a["logprobs"], b["logprobs"])):
-        for sa, sb in zip(steps_a, steps_b):
-            if sa and sb:
-                diffs += [abs(v - sb[t]) for t, v in sa.items() if t in sb]
-    return max(diffs)

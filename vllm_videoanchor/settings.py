@@ -10,6 +10,8 @@ no server default, no size limit, no solve log. No vLLM import here.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +28,9 @@ class AnchorSettings(BaseSettings):
     max_iter_limit: int = Field(10000, ge=1, description="largest max_iter a request may ask for")
     max_frames: int = Field(64, ge=1, description="largest media_io_kwargs.video.num_frames")
     solve_log: str | None = Field(None, description="SQLite file where engines report each solve to the server")
+    attention_kernel: Literal["torch", "triton"] = Field(
+        "torch", description="the anchored prefill on CPU: torch, or the Triton kernel GPUs run (under the "
+        "Triton interpreter: TRITON_INTERPRET=1 in the engine's environment; slower, for tests)")
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in another process."""

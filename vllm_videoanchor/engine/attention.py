@@ -1,8 +1,10 @@
 """vLLM's CPU attention backend with the anchored prefill path (overrides CPU_ATTN).
 
 Every layer runs the stock kernel; when the step involves anchored gains, the prefilling
-requests whose context holds a gain != 1 are recomputed with `anchored_paged_attention`
-over the paged cache (which already holds this step's K/V). Decode rows stay plain.
+requests whose context holds a gain != 1 are recomputed over the paged cache (which already
+holds this step's K/V): by `anchored_paged_attention` (torch, the default), or by the
+Triton kernel GPUs run (settings.attention_kernel = "triton", under the Triton interpreter
+on CPU), so that the engine tests exercise that exact kernel. Decode rows stay plain.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vllm.v1.attention.backends.cpu_attn import (
 from . import compat, cpu_kv_layout
 from .anchored_attention import anchored_paged_attention
 from .gains import GAINS
+from .prefill_kernel import attention_kernel
 
 logger = init_logger("vllm.videoanchor")
 
@@ -54,6 +57,13 @@ class AnchoredCPUAttentionImpl(CPUAttentionBackendImpl):
         key_cache, value_cache = kv_views
         step = compat.step_metadata(metadata)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
+        if attention_kernel() == "triton":  # all the step's anchored requests in one launch
+            from ..kernels.anchored_prefill import anchored_prefill_attention
+
+            anchored_prefill_attention(query, key_cache, value_cache, step.block_table, step.query_start_loc,
+                                       step.seq_lens, GAINS.slot_gain_k, GAINS.slot_gain_v, self.scale, out,
+                                       torch.tensor(requests, dtype=torch.int32), step.max_query_len)
+            return
         starts = step.query_start_loc.tolist()
         for r in requests:
             q = query[starts[r]:starts[r + 1]]

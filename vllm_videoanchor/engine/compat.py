@@ -45,7 +45,7 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
 # "module:Class" -> dataclass fields read (or, for ProcessorInputs, replaced)
 PINNED_FIELDS: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadata":
-        ("num_actual_tokens", "query_start_loc", "seq_lens", "block_table", "slot_mapping"),
+        ("num_actual_tokens", "max_query_len", "query_start_loc", "seq_lens", "block_table", "slot_mapping"),
     "vllm.v1.attention.backend:CommonAttentionMetadata": ("is_prefilling",),
     "vllm.multimodal.processing.processor:ProcessorInputs": ("hf_processor_mm_kwargs",),
 }
@@ -160,6 +160,7 @@ class StepMetadata:
     """The attention-metadata fields the anchored path reads (CPU_ATTN's names)."""
 
     num_actual_tokens: int
+    max_query_len: int
     slot_mapping: torch.Tensor
     query_start_loc: torch.Tensor
     seq_lens: torch.Tensor
@@ -168,7 +169,8 @@ class StepMetadata:
 
 
 def step_metadata(metadata) -> StepMetadata:
-    return StepMetadata(metadata.num_actual_tokens, metadata.slot_mapping, metadata.query_start_loc,
+    return StepMetadata(metadata.num_actual_tokens, metadata.max_query_len, metadata.slot_mapping,
+                        metadata.query_start_loc,
                         metadata.seq_lens, metadata.block_table, getattr(metadata, "is_prefilling", None))
 
 

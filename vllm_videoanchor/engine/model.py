@@ -21,6 +21,7 @@ from . import compat, cpu_kv_layout, joint
 from .gains import GAINS
 from .option import content_digest, decode, item_digest, item_group
 from .packed import PackedLayout
+from .prefill_kernel import check_attention_kernel
 from .processor import ITEM_FIELDS
 from .solve_log import SolveLog, SolveOutcome
 from .stats import record_failure, record_solve
@@ -72,6 +73,8 @@ class AnchorModelMixin:
                                                                     compat.engine_kv_cache_dtype(vllm_config))
         if self._anchor_unavailable and settings.anchor_default:
             raise ValueError(f"vllm-videoanchor: --anchor-default on, but {self._anchor_unavailable}")
+        if not self._anchor_unavailable:
+            check_attention_kernel()
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._solve_log = SolveLog(settings.solve_log)
         self._joint_gains = joint.JointGains()
