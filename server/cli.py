@@ -1,4 +1,5 @@
 """`vllm-videoanchor serve MODEL [--anchor-* flags] [any vLLM server flags]`
+`vllm-videoanchor selftest [--arch ...] [--attention-backend NAME] [--chunked]`
 
 Starts vLLM's OpenAI-compatible server (the module entry point: `vllm serve` does not start
 under the CPU build) with the plugin, our middleware and `--trust-request-mm-kwargs` (the
@@ -32,6 +33,8 @@ def _defaults() -> AnchorSettings:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-videoanchor", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("selftest", help="check anchoring on this vLLM install and device (tiny models)",
+                        add_help=False)
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
                                 description="Any flag not listed here goes to vLLM's server unchanged.")
     serve.add_argument("model")
@@ -66,8 +69,13 @@ def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["selftest"]:
+        from vllm_videoanchor.selftest import main as selftest
+
+        sys.exit(selftest(argv[1:]))
     try:
-        command, env = server_command(sys.argv[1:] if argv is None else argv)
+        command, env = server_command(argv)
     except ValueError as exc:  # pydantic: a flag out of range
         sys.exit(f"vllm-videoanchor: {exc}")
     environment = dict(os.environ, **env)

