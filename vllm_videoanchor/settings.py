@@ -10,6 +10,7 @@ no server default, no size limit, no solve log. No vLLM import here.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import Field
@@ -44,3 +45,9 @@ class AnchorSettings(BaseSettings):
     def from_env(cls) -> "AnchorSettings":
         """This process's settings (read from the environment, validated)."""
         return cls()
+
+
+@functools.cache
+def process_settings() -> AnchorSettings:
+    """This process's settings, read from the environment once (engine code uses this)."""
+    return AnchorSettings.from_env()

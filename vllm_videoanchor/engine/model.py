@@ -16,7 +16,7 @@ import torch
 from vllm.logger import init_logger
 
 from ..anchor import compute_anchor_gains
-from ..settings import AnchorSettings
+from ..settings import process_settings
 from . import compat, cpu_kv_layout, joint
 from .gains import GAINS
 from .option import content_digest, decode, item_digest, item_group
@@ -65,7 +65,7 @@ class AnchorModelMixin:
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         check_parallel_config(vllm_config.parallel_config)
-        settings = AnchorSettings.from_env()
+        settings = process_settings()
         # an engine whose KV layout the anchored attention cannot read never solves: its
         # anchored items are served plain and reported failed (a server that anchors by
         # default refuses to start instead)

@@ -8,16 +8,13 @@ settings (VIDEOANCHOR_ATTENTION_KERNEL), checked at model start-up, never per st
 
 from __future__ import annotations
 
-import functools
-
-from ..settings import AnchorSettings
+from ..settings import process_settings
 from . import compat
 
 
-@functools.cache
 def attention_kernel() -> str:
     """This process's anchored prefill implementation: "torch" or "triton"."""
-    return AnchorSettings.from_env().attention_kernel
+    return process_settings().attention_kernel
 
 
 def check_attention_kernel() -> None:

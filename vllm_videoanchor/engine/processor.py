@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from functools import cached_property
 
 import torch
 from vllm.multimodal.inputs import MultiModalFieldConfig
 
-from ..settings import AnchorSettings
+from ..settings import AnchorSettings, process_settings
 from . import compat, cpu_kv_layout, joint
 from .option import (
     ANCHOR_KEY,
@@ -68,9 +67,9 @@ class AnchorProcessingInfoMixin:
 class AnchorProcessorMixin:
     """Validates the option, strips it, attaches it to every item, and hashes it."""
 
-    @cached_property
+    @property
     def settings(self) -> AnchorSettings:
-        return AnchorSettings.from_env()
+        return process_settings()
 
     def apply(self, inputs, timing_ctx):
         """Hashes the option in its resolved form and without the server's request tag;
