@@ -28,7 +28,8 @@ import torch.nn.functional as F  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
-from vllm_videoanchor.engine.cpu_kv_layout import kv_views  # noqa: E402
+import kernel_cases  # noqa: E402
+from kernel_cases import assert_matches, check_batch  # noqa: E402
 
 KERNEL_FILE = Path(__file__).resolve().parents[1] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
 # whether triton (and so its own library) was first imported in interpreter mode here
@@ -79,153 +80,11 @@ def test_in_fresh_interpreter_process():
 
 # ---------------------------------------------------------------------------- builders
 
-def cdiv(a, b):
-    return -(-a // b)
+class Batch(kernel_cases.Batch):
+    """kernel_cases.Batch on CPU tensors, run through the interpreted kernel."""
 
-
-def build_caches(K, V, layout):
-    """[num_blocks, block_size, Hkv, D] K and V views of a paged cache in `layout`:
-    "NHD" / "HND": vLLM CUDA's logical [blocks, Hkv, block_size, 2D] cache whose physical
-    order is LBNHC resp. LBHNC, viewed as vLLM does (`transpose(1, 2).split(D, -1)`);
-    "cpu": CPU_ATTN's pages (K dim-major per page), read through kv_views(..., "vec")."""
-    nb, bs, hkv, d = K.shape
-    if layout == "NHD":
-        phys = torch.cat([K, V], dim=-1).contiguous()  # [nb, bs, hkv, 2d]
-        logical = phys.permute(0, 2, 1, 3)  # [nb, hkv, bs, 2d]
-    elif layout == "HND":
-        logical = torch.cat([K, V], dim=-1).permute(0, 2, 1, 3).contiguous()
-    elif layout == "cpu":
-        page = torch.empty(nb, hkv, 2 * bs * d, dtype=K.dtype)
-        page[..., : bs * d] = K.permute(0, 2, 3, 1).reshape(nb, hkv, d * bs)  # K[t, d] at d*bs + t
-        page[..., bs * d:] = V.permute(0, 2, 1, 3).reshape(nb, hkv, bs * d)  # V[t, d] at P + t*d + d
-        k_view, v_view = kv_views(page.view(nb, hkv, bs, 2 * d), "vec")
-        assert k_view.stride(1) == 1 and k_view.stride(3) == bs  # token stride 1, dim-major
-        return k_view, v_view
-    else:
-        raise ValueError(layout)
-    assert logical.shape == (nb, hkv, bs, 2 * d)
-    k_view, v_view = logical.transpose(1, 2).split(d, dim=-1)
-    return k_view, v_view
-
-
-class Batch:
-    """A step: requests given as (context_len, query_len) (the chunk is the last query_len
-    positions of the context), a shuffled paged cache, per-slot gains, poisoned (NaN)
-    cache rows and gains wherever the kernel must not read."""
-
-    def __init__(self, specs, *, hq, hkv, d, block_size, dtype=torch.float32, layout="NHD",
-                 seed=0, unit_gains=False):
-        g = torch.Generator().manual_seed(seed)
-        self.specs, self.hq, self.hkv, self.d, self.bs = specs, hq, hkv, d, block_size
-        self.dtype = dtype
-        n_blocks = [cdiv(ctx, block_size) for ctx, _ in specs]
-        num_blocks = sum(n_blocks) + 3
-        perm = torch.randperm(num_blocks, generator=g)
-        poison_block = int(perm[-1])
-        self.block_table = torch.full((len(specs), max(n_blocks) + 2), poison_block, dtype=torch.int32)
-        used = torch.zeros(num_blocks, block_size, dtype=torch.bool)
-        at = 0
-        for r, (ctx, _) in enumerate(specs):
-            blocks = perm[at: at + n_blocks[r]]
-            at += n_blocks[r]
-            self.block_table[r, : n_blocks[r]] = blocks.int()
-            pos = torch.arange(ctx)
-            used[blocks[pos // block_size], pos % block_size] = True
-
-        K = torch.randn(num_blocks, block_size, hkv, d, generator=g, dtype=torch.float64)
-        V = torch.randn(num_blocks, block_size, hkv, d, generator=g, dtype=torch.float64)
-        K[~used] = float("nan")
-        V[~used] = float("nan")
-        self.K, self.V = K.to(dtype), V.to(dtype)  # what the cache holds
-        self.key_cache, self.value_cache = build_caches(self.K, self.V, layout)
-        torch.testing.assert_close(self.key_cache, self.K, rtol=0, atol=0, equal_nan=True)
-        torch.testing.assert_close(self.value_cache, self.V, rtol=0, atol=0, equal_nan=True)
-
-        n_slots = num_blocks * block_size
-        if unit_gains:
-            self.gain_k = torch.ones(n_slots)
-            self.gain_v = torch.ones(n_slots)
-        else:  # text slots at 1, visual slots at 1 + alpha * s, a few below 1
-            u = torch.rand(n_slots, generator=g)
-            kind = torch.rand(n_slots, generator=g)
-            self.gain_k = torch.where(kind < 0.4, 1.0, 1.0 + 9.5 * u)
-            self.gain_v = torch.where(kind < 0.4, 1.0, 1.0 + 2.5 * u)
-            self.gain_k[kind > 0.95] = 0.05
-            self.gain_v[kind > 0.95] = 0.3
-            self.gain_k[~used.flatten()] = float("nan")
-            self.gain_v[~used.flatten()] = float("nan")
-
-        q_lens = [q for _, q in specs]
-        self.query_start_loc = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).int()
-        self.seq_lens = torch.tensor([ctx for ctx, _ in specs], dtype=torch.int32)
-        T = sum(q_lens)
-        self.query = (2 * torch.randn(T, hq, d, generator=g, dtype=torch.float64)).to(dtype)
-        self.scale = d ** -0.5
-
-    def rows(self, r):
-        return slice(int(self.query_start_loc[r]), int(self.query_start_loc[r + 1]))
-
-    def run(self, requests, *, max_query_len=None, sentinel=123.0, query=None, output=None):
-        requests = torch.tensor(requests, dtype=torch.int32)
-        if max_query_len is None:
-            max_query_len = max([self.specs[int(r)][1] for r in requests] + [0])
-        if output is None:
-            output = torch.full((self.query.shape[0], self.hq, self.d), sentinel, dtype=self.dtype)
-        return kp.anchored_prefill_attention(
-            self.query if query is None else query, self.key_cache, self.value_cache,
-            self.block_table, self.query_start_loc, self.seq_lens, self.gain_k, self.gain_v,
-            self.scale, output, requests, max_query_len)
-
-    def context(self, r):
-        """Block ids, offsets and slots of request r's context positions."""
-        ctx = self.specs[r][0]
-        pos = torch.arange(ctx)
-        blk = self.block_table[r, pos // self.bs].long()
-        off = pos % self.bs
-        return blk, off, blk * self.bs + off
-
-    def reference(self, r):
-        """Dense float64 anchored attention for request r's chunk: [q_len, Hq, D]."""
-        ctx, q_len = self.specs[r]
-        blk, off, slots = self.context(r)
-        group = self.hq // self.hkv
-        k = self.K[blk, off].double().repeat_interleave(group, dim=1)  # [ctx, hq, d]
-        v = self.V[blk, off].double().repeat_interleave(group, dim=1)
-        q = self.query[self.rows(r)].double()
-        scores = torch.einsum("qhd,khd->hqk", q, k) * self.scale
-        scores = scores + self.gain_k[slots].double().log()
-        q_pos = torch.arange(ctx - q_len, ctx)
-        causal = torch.arange(ctx)[None, :] > q_pos[:, None]
-        scores = scores.masked_fill(causal, float("-inf"))
-        probs = torch.softmax(scores, dim=-1) * self.gain_v[slots].double()
-        return torch.einsum("hqk,khd->qhd", probs, v)
-
-
-TOL = {  # (rtol, atol relative to the largest |reference| entry)
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),
-}
-
-
-def assert_matches(out, ref, dtype):
-    rtol, atol = TOL[dtype]
-    out = out.double()
-    assert torch.isfinite(out).all()
-    err = (out - ref).abs()
-    bound = rtol * ref.abs() + atol * ref.abs().max()
-    assert (err <= bound).all(), f"max err {err.max().item():.3g} (ref max {ref.abs().max().item():.3g})"
-    return (err.max() / ref.abs().max()).item()
-
-
-def check_batch(batch, requests, **run_kwargs):
-    out = batch.run(requests, **run_kwargs)
-    for r in range(len(batch.specs)):
-        if r in requests:
-            assert_matches(out[batch.rows(r)], batch.reference(r), batch.dtype)
-        else:  # rows of requests not selected stay untouched
-            assert (out[batch.rows(r)] == 123.0).all()
-    return out
+    def __init__(self, specs, **kwargs):
+        super().__init__(specs, kernel=kp.anchored_prefill_attention, **kwargs)
 
 
 # A step mixing: a whole prompt, a chunk after 55 cached positions (earlier chunks /

@@ -29,7 +29,8 @@ finally:
     if _PREVIOUS_INTERPRET is not None:
         os.environ["TRITON_INTERPRET"] = _PREVIOUS_INTERPRET
 
-from vllm_videoanchor.engine.cpu_kv_layout import kv_views  # noqa: E402
+import kernel_cases  # noqa: E402
+from kernel_cases import assert_matches, check_batch  # noqa: E402
 
 KERNEL_FILE = Path(__file__).resolve().parents[1] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
 # whether triton (and so its own library) was imported in compiler mode in this process
@@ -83,151 +84,12 @@ def test_in_fresh_compiled_process():
 DEVICE = "cuda"
 
 
-def cdiv(a, b):
-    return -(-a // b)
+class Batch(kernel_cases.Batch):
+    """kernel_cases.Batch on the CUDA device (bf16 unless told), run through the compiled
+    kernel."""
 
-
-def build_caches(K, V, layout):
-    """[num_blocks, block_size, Hkv, D] views of a paged cache: vLLM CUDA's logical
-    [blocks, Hkv, block_size, 2D] cache in physical order LBNHC ("NHD") or LBHNC ("HND"),
-    viewed as vLLM does; or CPU_ATTN's dim-major K pages through kv_views ("cpu")."""
-    nb, bs, hkv, d = K.shape
-    if layout == "NHD":
-        logical = torch.cat([K, V], dim=-1).contiguous().permute(0, 2, 1, 3)
-    elif layout == "HND":
-        logical = torch.cat([K, V], dim=-1).permute(0, 2, 1, 3).contiguous()
-    elif layout == "cpu":
-        page = torch.empty(nb, hkv, 2 * bs * d, dtype=K.dtype, device=K.device)
-        page[..., : bs * d] = K.permute(0, 2, 3, 1).reshape(nb, hkv, d * bs)
-        page[..., bs * d:] = V.permute(0, 2, 1, 3).reshape(nb, hkv, bs * d)
-        return kv_views(page.view(nb, hkv, bs, 2 * d), "vec")
-    else:
-        raise ValueError(layout)
-    return logical.transpose(1, 2).split(d, dim=-1)
-
-
-class Batch:
-    """One step of (context_len, query_len) requests over a shuffled paged cache, with
-    NaN wherever the kernel must not read (unused blocks, positions past a context)."""
-
-    def __init__(self, specs, *, hq, hkv, d, block_size=16, dtype=torch.bfloat16, layout="NHD",
-                 seed=0, unit_gains=False):
-        g = torch.Generator().manual_seed(seed)
-        self.specs, self.hq, self.hkv, self.d, self.bs, self.dtype = specs, hq, hkv, d, block_size, dtype
-        n_blocks = [cdiv(ctx, block_size) for ctx, _ in specs]
-        num_blocks = sum(n_blocks) + 3
-        perm = torch.randperm(num_blocks, generator=g)
-        table = torch.full((len(specs), max(n_blocks) + 2), int(perm[-1]), dtype=torch.int32)
-        used = torch.zeros(num_blocks, block_size, dtype=torch.bool)
-        at = 0
-        for r, (ctx, _) in enumerate(specs):
-            blocks = perm[at: at + n_blocks[r]]
-            at += n_blocks[r]
-            table[r, : n_blocks[r]] = blocks.int()
-            pos = torch.arange(ctx)
-            used[blocks[pos // block_size], pos % block_size] = True
-        dev = DEVICE
-        used = used.to(dev)
-        self.block_table = table.to(dev)
-        gd = torch.Generator(device=dev).manual_seed(seed)
-        K = torch.randn(num_blocks, block_size, hkv, d, generator=gd, device=dev, dtype=torch.float32)
-        V = torch.randn(num_blocks, block_size, hkv, d, generator=gd, device=dev, dtype=torch.float32)
-        K[~used] = float("nan")
-        V[~used] = float("nan")
-        self.K, self.V = K.to(dtype), V.to(dtype)
-        self.key_cache, self.value_cache = build_caches(self.K, self.V, layout)
-
-        n_slots = num_blocks * block_size
-        if unit_gains:
-            self.gain_k = torch.ones(n_slots, device=dev)
-            self.gain_v = torch.ones(n_slots, device=dev)
-        else:
-            u = torch.rand(n_slots, generator=gd, device=dev)
-            kind = torch.rand(n_slots, generator=gd, device=dev)
-            self.gain_k = torch.where(kind < 0.4, 1.0, 1.0 + 9.5 * u)
-            self.gain_v = torch.where(kind < 0.4, 1.0, 1.0 + 2.5 * u)
-            self.gain_k[kind > 0.95] = 0.05
-            self.gain_v[kind > 0.95] = 0.3
-            self.gain_k[~used.flatten()] = float("nan")
-            self.gain_v[~used.flatten()] = float("nan")
-
-        q_lens = [q for _, q in specs]
-        self.query_start_loc = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).int().to(dev)
-        self.seq_lens = torch.tensor([ctx for ctx, _ in specs], dtype=torch.int32, device=dev)
-        self.starts = [0]
-        for q in q_lens:
-            self.starts.append(self.starts[-1] + q)
-        self.query = (2 * torch.randn(sum(q_lens), hq, d, generator=gd, device=dev)).to(dtype)
-        self.scale = d ** -0.5
-
-    def rows(self, r):
-        return slice(self.starts[r], self.starts[r + 1])
-
-    def run(self, requests, *, output=None, max_query_len=None):
-        if max_query_len is None:
-            max_query_len = max(self.specs[r][1] for r in requests)
-        if output is None:
-            output = torch.full_like(self.query, 123.0)
-        return kp.anchored_prefill_attention(
-            self.query, self.key_cache, self.value_cache, self.block_table,
-            self.query_start_loc, self.seq_lens, self.gain_k, self.gain_v, self.scale, output,
-            torch.tensor(requests, dtype=torch.int32, device=DEVICE), max_query_len)
-
-    def context(self, r):
-        ctx = self.specs[r][0]
-        pos = torch.arange(ctx, device=DEVICE)
-        blk = self.block_table[r, pos // self.bs].long()
-        off = pos % self.bs
-        return blk, off, blk * self.bs + off
-
-    def reference(self, r, rows_per_pass=1024):
-        """Dense float64 anchored attention for request r's chunk: [q_len, Hq, D]."""
-        ctx, q_len = self.specs[r]
-        blk, off, slots = self.context(r)
-        group = self.hq // self.hkv
-        k = self.K[blk, off].double().repeat_interleave(group, dim=1)
-        v = self.V[blk, off].double().repeat_interleave(group, dim=1)
-        log_gk = self.gain_k[slots].double().log()
-        gv = self.gain_v[slots].double()
-        q_all = self.query[self.rows(r)].double()
-        out = torch.empty(q_len, self.hq, self.d, dtype=torch.float64, device=DEVICE)
-        for a in range(0, q_len, rows_per_pass):
-            b = min(q_len, a + rows_per_pass)
-            scores = torch.einsum("qhd,khd->hqk", q_all[a:b], k) * self.scale + log_gk
-            q_pos = torch.arange(ctx - q_len + a, ctx - q_len + b, device=DEVICE)
-            causal = torch.arange(ctx, device=DEVICE)[None, :] > q_pos[:, None]
-            probs = torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1) * gv
-            out[a:b] = torch.einsum("hqk,khd->qhd", probs, v)
-        return out
-
-
-TOL = {  # (rtol, atol relative to the largest |reference| entry)
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),
-}
-
-
-def assert_matches(out, ref, dtype):
-    rtol, atol = TOL[dtype]
-    out = out.double()
-    assert torch.isfinite(out).all()
-    err = (out - ref).abs()
-    bound = rtol * ref.abs() + atol * ref.abs().max()
-    assert (err <= bound).all(), f"max err {err.max().item():.3g} (ref max {ref.abs().max().item():.3g})"
-    return (err.max() / ref.abs().max()).item()
-
-
-def check_batch(batch, requests, **run_kwargs):
-    out = batch.run(requests, **run_kwargs)
-    worst = 0.0
-    for r in range(len(batch.specs)):
-        if r in requests:
-            worst = max(worst, assert_matches(out[batch.rows(r)], batch.reference(r), batch.dtype))
-        else:
-            assert (out[batch.rows(r)] == 123.0).all()
-    print(f"max error / max |ref| = {worst:.3g}")
-    return out
+    def __init__(self, specs, *, dtype=torch.bfloat16, **kwargs):
+        super().__init__(specs, kernel=kp.anchored_prefill_attention, dtype=dtype, device=DEVICE, **kwargs)
 
 
 # whole prompts, chunks after 5k / 1k cached positions, a one-token extension, a request
