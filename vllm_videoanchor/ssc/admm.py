@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from .memory import check_fits
 from .params import DEFAULTS, KNOB, lowrank_fits
 
 
@@ -208,6 +209,7 @@ def admm_ssc(
     """
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
+    check_fits(n, Y.element_size(), Y.device)
 
     gram = Y.T @ Y
     mu_e, mu_z = data_scaled_regularizers(Y, gram.clone())

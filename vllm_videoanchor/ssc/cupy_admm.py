@@ -12,6 +12,7 @@ import math
 import torch
 
 from .admm import AdmmResult, AdmmStats, resolve_solver
+from .memory import check_fits
 from .params import DEFAULTS
 
 
@@ -91,6 +92,7 @@ def admm_ssc_xp(
         import cupy as xp
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
+    check_fits(n, Y.dtype.itemsize, "cupy" if xp.__name__ == "cupy" else "cpu")
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
     abs_gram = xp.abs(gram) * (1 - xp.eye(n, dtype=Y.dtype))
