@@ -71,7 +71,7 @@ def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["selftest"]:
-        from vllm_videoanchor.selftest import main as selftest
+        from vllm_videoanchor.testing.selftest import main as selftest  # only this command loads it
 
         sys.exit(selftest(argv[1:]))
     try:

@@ -94,10 +94,17 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+# `vllm-videoanchor selftest` is a test of the install: its branch of the command line, and only
+# it, loads the testing package (the `serve` path never does)
+SELFTEST_ENTRY = ("server/cli.py", "vllm_videoanchor.testing.selftest")
+
+
 def test_runtime_code_does_not_import_the_testing_package():
     assert len(RUNTIME_SOURCES) > 10
     for path in RUNTIME_SOURCES:
         bad = {n for n in imported_modules(path) if n.startswith("vllm_videoanchor.testing") or "cpu_compat" in n}
+        if str(path.relative_to(ROOT)) == SELFTEST_ENTRY[0]:
+            bad = {n for n in bad if not n.startswith(SELFTEST_ENTRY[1])}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 

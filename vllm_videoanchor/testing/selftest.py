@@ -50,8 +50,8 @@ def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -
     """Runs the requests in this process's vLLM and returns their summaries."""
     from vllm import LLM, SamplingParams
 
-    from .testing import model_spec
-    from .testing.engine_run import PROMPT, image_item, placeholders, record_solves, summary, video_item
+    from . import model_spec
+    from .engine_run import PROMPT, image_item, placeholders, record_solves, summary, video_item
 
     solves = record_solves() if mode == "plugin" else []
     kwargs = {"attention_backend": backend} if backend else {}
@@ -78,7 +78,7 @@ def run_worker(model: Path, mode: str, args) -> dict:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if mode == "stock":
         env["VLLM_PLUGINS"] = ""
-    command = [sys.executable, "-m", "vllm_videoanchor.selftest", "--worker", str(model), "--mode", mode,
+    command = [sys.executable, "-m", "vllm_videoanchor.testing.selftest", "--worker", str(model), "--mode", mode,
                "--dtype", args.dtype, "--chunk", str(args.chunk_size if mode == "chunked" else 2048)]
     if args.attention_backend:
         command += ["--attention-backend", args.attention_backend]
@@ -92,8 +92,8 @@ def run_worker(model: Path, mode: str, args) -> dict:
 # --- the checks -------------------------------------------------------------------------
 
 def dense_reference(model: Path, workdir: Path):
-    from .testing import build_tiny_model, model_spec
-    from .testing.hf_reference import DenseReference
+    from . import build_tiny_model, model_spec
+    from .hf_reference import DenseReference
 
     if model_spec(model).model_type == "internvl_chat":  # scored by its Hugging Face-format twin
         return DenseReference(build_tiny_model(workdir / "twin", "internvl"), prompt_from_vllm=True)
@@ -101,8 +101,8 @@ def dense_reference(model: Path, workdir: Path):
 
 
 def check_arch(arch: str, args, workdir: Path) -> list[Check]:
-    from .testing import build_tiny_model
-    from .testing.engine_run import PROMPT, max_logprob_diff, placeholders, prompt_logprobs, video_item
+    from . import build_tiny_model
+    from .engine_run import PROMPT, max_logprob_diff, placeholders, prompt_logprobs, video_item
 
     model = build_tiny_model(workdir / arch, arch)
     stock, ours = run_worker(model, "stock", args), run_worker(model, "plugin", args)
@@ -127,7 +127,7 @@ def check_arch(arch: str, args, workdir: Path) -> list[Check]:
                                          dense.per_position(inputs, solves[0]["gain_v"]))
         error = float(np.abs(prompt_logprobs(ours["anchored"]) - expected).max())
         checks.append(Check(f"{arch}: anchored == dense reference", error <= tolerance, error, f"<= {tolerance:g}"))
-    from .anchor import AnchorParams
+    from ..anchor import AnchorParams
 
     n = len(dense.visual_tokens(inputs))
     defaults = AnchorParams()
@@ -185,7 +185,7 @@ def _installed(name: str) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .testing import ARCHS
+    from . import ARCHS
 
     p = argparse.ArgumentParser(prog="vllm-videoanchor selftest", description=__doc__.split("\n")[0])
     p.add_argument("--arch", nargs="+", default=["qwen2_5_vl"], choices=ARCHS, help="tiny models to check")
