@@ -30,7 +30,7 @@ def _defaults() -> AnchorSettings:
     return from_env.model_copy(update={k: v for k, v in server.items() if k not in from_env.model_fields_set})
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-videoanchor", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("selftest", help="check anchoring on this vLLM install and device (tiny models)",
@@ -38,7 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
                                 description="Any flag not listed here goes to vLLM's server unchanged.")
     serve.add_argument("model")
-    defaults = _defaults()
     serve.add_argument("--anchor-default", choices=("on", "off"), default="on" if defaults.anchor_default else "off",
                        help="anchor requests that carry no `anchor` option (default: off)")
     serve.add_argument("--anchor-max-visual-tokens", type=int, default=defaults.max_visual_tokens,
@@ -53,12 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """(vLLM server argv, environment additions) for `vllm-videoanchor` arguments."""
-    args, rest = _parser().parse_known_args(argv)
-    settings = AnchorSettings(anchor_default=args.anchor_default == "on",
-                              max_visual_tokens=args.anchor_max_visual_tokens,
-                              max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames,
-                              solve_log=AnchorSettings.from_env().solve_log or os.path.join(
-                                  tempfile.mkdtemp(prefix="videoanchor-"), "solves.sqlite"))
+    defaults = _defaults()
+    args, rest = _parser(defaults).parse_known_args(argv)
+    flags = dict(anchor_default=args.anchor_default == "on", max_visual_tokens=args.anchor_max_visual_tokens,
+                 max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames,
+                 solve_log=defaults.solve_log or os.path.join(tempfile.mkdtemp(prefix="videoanchor-"),
+                                                              "solves.sqlite"))
+    settings = AnchorSettings(**{**defaults.model_dump(), **flags})  # validated: flags out of range raise
     env = settings.to_env()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
                "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest]

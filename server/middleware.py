@@ -108,9 +108,7 @@ class AnchorMiddleware:
         digests = REQUEST_ITEMS.take_request(tag)
         outcomes = await self._outcomes(digests) if status < 400 else {}
         failures = [o.error for o in outcomes.values() if not o.applied]
-        if status >= 400:  # the request was not served: nothing was anchored
-            state = "failed"
-        elif failures:
+        if status >= 400 or failures:  # an item served plain, or the request not served at all
             state = "failed"
         elif digests and len(outcomes) == len(digests):
             state = "applied"
@@ -121,8 +119,8 @@ class AnchorMiddleware:
         if failures:
             reason = failures[0].encode("ascii", "replace")[:200].replace(b"\r", b" ").replace(b"\n", b" ")
             headers.append((b"x-videoanchor-failure", reason))
-        solves = [o for o in outcomes.values() if o.applied]
-        if state == "applied":
+        if state == "applied":  # every outcome is an applied solve
+            solves = outcomes.values()
             headers += [
                 (b"x-videoanchor-solver-seconds", f"{sum(o.seconds for o in solves):.6f}".encode()),
                 (b"x-videoanchor-solver-iterations", str(sum(o.iterations for o in solves)).encode()),

@@ -4,7 +4,6 @@ engine in its own process (the scripts under tests/ print one `RESULTS <json>` l
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import socket
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from vllm_videoanchor.testing.engine_run import parse_results
 
 TESTS = Path(__file__).resolve().parent
 ENGINE_SCRIPT = TESTS / "engine_script.py"
@@ -120,8 +121,9 @@ def data_url(path: Path, mime: str) -> str:
 def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
     """The JSON of a finished script's `RESULTS ` line; fails with its stderr's tail if it failed."""
     assert out.returncode == 0, out.stderr[-tail:]
-    line = next(row for row in out.stdout.splitlines() if row.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS "):])
+    results = parse_results(out.stdout)
+    assert results is not None, out.stdout[-tail:]
+    return results
 
 
 def run_engine(model, *args, plugins=None, env=None):

@@ -184,7 +184,7 @@ def layer_kv_layout(layer) -> str | None:
     return getattr(layer, "isa", None)
 
 
-def cpu_kv_layout(dtype: torch.dtype, block_size: int, head_size: int, kv_cache_dtype: str) -> str:
+def picked_cpu_kv_layout(dtype: torch.dtype, block_size: int, head_size: int, kv_cache_dtype: str) -> str:
     """The CPU KV-cache layout vLLM will pick for these settings on this host."""
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
@@ -199,7 +199,7 @@ def engine_kv_layout(vllm_config) -> str | None:
         return None
     model_config, cache_config = vllm_config.model_config, vllm_config.cache_config
     try:
-        return cpu_kv_layout(model_config.dtype, cache_config.block_size, model_config.get_head_size(),
+        return picked_cpu_kv_layout(model_config.dtype, cache_config.block_size, model_config.get_head_size(),
                              cache_config.cache_dtype)
     except NotImplementedError:  # vLLM itself will refuse this configuration
         return "unsupported"

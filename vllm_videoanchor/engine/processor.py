@@ -43,8 +43,7 @@ PARAMS_KEY = "videoanchor_params"
 def unavailable_reason(info) -> str | None:
     """Why this engine cannot anchor a request (None when it can)."""
     if not compat.is_cpu_platform():
-        return (f"{ANCHOR_KEY}: anchored attention is only wired for vLLM's CPU attention backend in this "
-                "version")
+        return f"{ANCHOR_KEY}: {cpu_kv_layout.NOT_ON_CPU}"
     rate = compat.video_pruning_rate(info)
     if rate:
         return (f"{ANCHOR_KEY}: this server prunes video tokens (video_pruning_rate={rate}, EVS), which "

@@ -4,6 +4,8 @@ VLLM_ENABLE_V1_MULTIPROCESSING=0). Shared by the engine tests' script and `selft
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from . import specs
@@ -30,6 +32,12 @@ def image_item(seed=1):
 
     pixels = np.random.default_rng(seed).uniform(0, 255, (specs.IMAGE_SIZE, specs.IMAGE_SIZE, 3)).astype(np.uint8)
     return Image.fromarray(pixels)
+
+
+def parse_results(stdout: str) -> dict | None:
+    """The JSON of an engine run's `RESULTS <json>` line (None if it printed none)."""
+    line = next((row for row in stdout.splitlines() if row.startswith("RESULTS ")), None)
+    return None if line is None else json.loads(line[len("RESULTS "):])
 
 
 def summary(output) -> dict:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine_run import parse_results
+
 ANCHORED = {"n_clusters": 4}
 UNIFORM = {"method": "uniform"}
 TOLERANCE = {"float32": 5e-5, "float16": 2e-2, "bfloat16": 5e-2}  # dense reference vs vLLM
@@ -83,10 +85,10 @@ def run_worker(model: Path, mode: str, args) -> dict:
     if args.attention_backend:
         command += ["--attention-backend", args.attention_backend]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
-    line = next((row for row in out.stdout.splitlines() if row.startswith("RESULTS ")), None)
-    if out.returncode != 0 or line is None:
+    results = parse_results(out.stdout)
+    if out.returncode != 0 or results is None:
         raise RuntimeError(f"the {mode} engine failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(line[len("RESULTS "):])
+    return results
 
 
 # --- the checks -------------------------------------------------------------------------
