@@ -33,7 +33,8 @@ def test_defaults():
     assert p.method == "ssc"
     assert (p.alpha_q, p.alpha_k, p.alpha_v) == (4.0, 9.5, 2.5)
     assert (p.n_clusters, p.rho, p.alpha_e, p.alpha_z, p.eps, p.max_iter) == (
-        24, 300.0, 800.0, 800.0, 1e-4, 10000)
+        24, None, 800.0, 800.0, None, 10000)  # rho, eps: the solver mode's
+    assert p.solver_mode == "fast"
     assert p.affine is True and p.pca_rank == 0
 
 
@@ -79,7 +80,7 @@ def test_scores_and_gains_match_reference_on_subspaces():
     params = AnchorParams(n_clusters=4, dtype="float64", alpha_k=9.5, alpha_v=2.5)
     gains = compute_anchor_gains(torch.tensor(X), params)
 
-    C_ref, n_iter = reference.admm(X.T)
+    C_ref, n_iter = reference.admm(X.T, **reference.FAST)
     assert gains.n_iter == n_iter and gains.converged
     labels_ref = reference.spectral_labels(C_ref, 4)
     assert reference.misclassification(labels_ref, gains.labels.numpy()) == 0.0
@@ -94,7 +95,7 @@ def test_score_formula_matches_reference_on_random_data(random_tokens):
     """Random data has no true partition: check the score given our own labels."""
     params = AnchorParams(n_clusters=5, dtype="float64")
     gains = compute_anchor_gains(torch.tensor(random_tokens), params)
-    C_ref, _ = reference.admm(random_tokens.T)
+    C_ref, _ = reference.admm(random_tokens.T, **reference.FAST)
     s_ref = reference.scores(C_ref, gains.labels.numpy())
     assert np.abs(gains.score.numpy() - s_ref).max() < 1e-5
     assert torch.allclose(gains.gain_k, 1 + 9.5 * gains.score)
@@ -167,7 +168,8 @@ def test_score_variants_match_reference(score):
     """The score ablations with SSC clusters: the dense ADMM and scikit-learn's spectral
     clustering in the test give the same partition and the same scores."""
     X, truth = _unequal_subspaces()
-    gains = compute_anchor_gains(torch.tensor(X), AnchorParams(n_clusters=4, dtype="float64", score=score))
+    gains = compute_anchor_gains(torch.tensor(X), AnchorParams(n_clusters=4, dtype="float64", score=score,
+                                                               solver_mode="reference"))
     C_ref, _ = reference.admm(X.T)
     labels_ref = reference.spectral_labels(C_ref, 4)
     assert reference.misclassification(truth, labels_ref) == 0.0
@@ -188,7 +190,7 @@ def test_kmeans_ablation_matches_reference(score):
     labels_ref = reference.kmeans(X, 4)
     assert reference.misclassification(truth, labels_ref) == 0.0
     assert reference.misclassification(labels_ref, gains.labels.numpy()) == 0.0
-    C_ref, n_iter = (None, 0) if score == "size" else reference.admm(X.T)
+    C_ref, n_iter = (None, 0) if score == "size" else reference.admm(X.T, **reference.FAST)
     assert gains.n_iter == n_iter
     s_ref, gk_ref, gv_ref = reference.gains(C_ref, labels_ref, 9.5, 2.5, score)
     for ours, ref in [(gains.score, s_ref), (gains.gain_k, gk_ref), (gains.gain_v, gv_ref)]:
@@ -236,7 +238,7 @@ def test_ablations_are_deterministic(random_tokens):
 # --- one declaration of the SSC knobs (ssc/params.py) -------------------------------------
 
 SSC_FIELDS = ("n_clusters", "rho", "alpha_e", "alpha_z", "eps", "max_iter", "affine", "pca_rank",
-              "random_state", "solver", "dtype")
+              "random_state", "solver", "solver_mode", "dtype")
 
 
 def _keyword_defaults(function, skip=()):
@@ -344,8 +346,9 @@ def test_solver_statistics_are_one_record(random_tokens):
     est = params.estimator().fit(tokens)
     assert isinstance(gains.stats, AdmmStats) and gains.stats == est.stats_
     flat = dataclasses.astuple(est.stats_)
-    assert (gains.n_iter, gains.converged, gains.lambda_e, gains.lambda_z, gains.residual) == flat
-    assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_) == flat
+    assert (gains.n_iter, gains.converged, gains.lambda_e, gains.lambda_z, gains.residual,
+            gains.solver_mode) == flat
+    assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_, est.solver_mode_) == flat
     result = admm_ssc(tokens.T.contiguous())
     assert result.stats == est.stats_ and result.n_iter == est.n_iter_
     uniform = compute_anchor_gains(tokens, AnchorParams(method="uniform"))

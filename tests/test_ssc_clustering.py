@@ -7,6 +7,7 @@ import torch
 from sklearn.base import clone
 
 from vllm_videoanchor.ssc import SparseSubspaceClustering, spectral_clustering
+from vllm_videoanchor.ssc.params import SOLVER_MODE
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -78,10 +79,12 @@ def test_estimator_contract(random_tokens):
 
 
 def test_defaults_are_the_reference_values():
+    """The reference's program and clustering; rho and eps are the fast mode's unless set."""
     p = SparseSubspaceClustering().get_params()
-    expected = dict(n_clusters=24, rho=300, alpha_e=800, alpha_z=800, eps=1e-4,
+    expected = dict(n_clusters=24, rho=None, alpha_e=800, alpha_z=800, eps=None, solver_mode="fast",
                     max_iter=10000, affine=True, pca_rank=0, random_state=0, device=None)
     assert {k: p[k] for k in expected} == expected
+    assert (SOLVER_MODE["reference"].rho, SOLVER_MODE["reference"].eps) == (300.0, 1e-4)
 
 
 def test_lobpcg_eigensolver_gives_the_same_partition():

@@ -83,8 +83,8 @@ def test_cupy_backend_needs_cuda_tensors():
 @pytest.mark.parametrize(
     "params, message",
     [
-        (dict(rho=-1.0), "rho must be a finite number > 0, got -1.0"),
-        (dict(eps=float("nan")), "eps must be a finite number > 0, got nan"),
+        (dict(rho=-1.0), "rho must be a finite number > 0 or None, got -1.0"),
+        (dict(eps=float("nan")), "eps must be a finite number > 0 or None, got nan"),
         (dict(max_iter=True), "max_iter must be an integer > 0, got True"),
         (dict(n_clusters=2.5), "n_clusters must be an integer > 0, got 2.5"),
         (dict(pca_rank=-1), "pca_rank must be an integer >= 0, got -1"),

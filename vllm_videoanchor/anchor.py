@@ -61,7 +61,8 @@ def _pydantic_field(knob: Knob) -> tuple:
     elif knob.bound == "> 0":  # integers > 0 are >= 1: pydantic's message and schema as before
         bound = {"ge": 1} if knob.kind is int else {"gt": 0}
     finite = {} if knob.kind is int else {"allow_inf_nan": False}
-    return knob.kind, Field(knob.default, **bound, **finite, description=knob.doc)
+    annotation = (knob.kind | None) if knob.optional else knob.kind
+    return annotation, Field(knob.default, **bound, **finite, description=knob.doc)
 
 
 # The SSC fields come from ssc/params.py, after the method's own (engine/option.py encodes

@@ -5,7 +5,7 @@ False is off, True is the model's defaults (`MODEL_DEFAULTS`), a mapping is `Anc
 fields on top of them. The parsed
 parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
 carries per-item tensors, and all items must have the same fields): an "enabled" flag,
-the fields in `AnchorParams` order (literals as their index), the item's place in a joint
+the fields in `AnchorParams` order (literals as their index, None as NaN), the item's place in a joint
 group (group size, member index: a request's images are anchored together, as one token
 set), then the item's digest (a 48-bit content hash of the item, or of the whole group, and
 the option, exact in float64) under which the engine reports the solve. No vLLM import here.
@@ -80,7 +80,10 @@ def encode(params: AnchorParams | None, digest: int = 0, group: tuple[int, int] 
     for i, name in enumerate(FIELDS, start=1):
         value = getattr(params, name)
         choices = _literal_choices(name)
-        vector[i] = choices.index(value) if choices else float(value)
+        if value is None:
+            vector[i] = float("nan")
+        else:
+            vector[i] = choices.index(value) if choices else float(value)
     return vector
 
 
@@ -93,7 +96,9 @@ def decode(vector: torch.Tensor) -> AnchorParams | None:
     for name, value in zip(FIELDS, values[1:-3]):
         choices = _literal_choices(name)
         annotation = AnchorParams.model_fields[name].annotation
-        if choices:
+        if value != value:  # NaN: an optional field left None
+            fields[name] = None
+        elif choices:
             fields[name] = choices[int(value)]
         elif annotation is bool:
             fields[name] = bool(value)

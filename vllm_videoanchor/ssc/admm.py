@@ -14,8 +14,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from .iteration import TorchOps, iterate
 from .memory import check_fits
-from .params import DEFAULTS, KNOB, lowrank_fits
+from .params import DEFAULTS, KNOB, SOLVER_MODE, lowrank_fits
 
 
 @dataclass(frozen=True)
@@ -23,18 +24,14 @@ class AdmmStats:
     """What an ADMM solve reports besides C; `NO_ADMM` where no ADMM ran."""
 
     n_iter: int
-    converged: bool  # residual < eps: stopped by the tolerance, not by max_iter
+    converged: bool  # stopped by the mode's tolerance, not by max_iter
     lambda_e: float
     lambda_z: float
-    residual: float  # max_i sum_j |A_ij - C_ij| at the last step
-
-    @classmethod
-    def after(cls, n_iter: int, residual: float, eps: float, lambda_e: float, lambda_z: float) -> "AdmmStats":
-        """The statistics of a run that stopped after n_iter steps at this residual."""
-        return cls(n_iter, residual < eps, lambda_e, lambda_z, residual)
+    residual: float  # max_i sum_j |A_ij - C_ij| at the last check
+    solver_mode: str = "reference"  # which iteration produced C (ssc/params.py SOLVER_MODE)
 
 
-NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0)
+NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0, solver_mode="none")
 
 
 def forward_stats(attribute: str, suffix: str = ""):
@@ -60,11 +57,6 @@ class AdmmResult:
 
     C: torch.Tensor  # N x N coefficients, Y ~ Y C, zero diagonal
     stats: AdmmStats
-
-
-def soft_threshold(v: torch.Tensor, t: float) -> torch.Tensor:
-    """tau_t(v) = sign(v) max(|v| - t, 0), written as v - clamp(v, -t, t) (one pass fewer)."""
-    return v - v.clamp(-t, t)
 
 
 def data_scaled_regularizers(Y: torch.Tensor, gram: torch.Tensor) -> tuple[float, float]:
@@ -188,74 +180,63 @@ def resolve_solver(solver: str, d: int, n: int) -> str:
     return solver
 
 
-def admm_ssc(
-    Y: torch.Tensor,
-    *,
-    rho: float = DEFAULTS["rho"],
-    alpha_e: float = DEFAULTS["alpha_e"],
-    alpha_z: float = DEFAULTS["alpha_z"],
-    eps: float = DEFAULTS["eps"],
-    max_iter: int = DEFAULTS["max_iter"],
-    affine: bool = DEFAULTS["affine"],
-    solver: str = DEFAULTS["solver"],
-    lambda_e: float | None = None,
-    lambda_z: float | None = None,
-) -> AdmmResult:
-    """Solve the SSC program of DESIGN.md section 1 for Y (D x N), exactly its iteration.
+def resolve_mode(solver_mode: str, rho: float | None, eps: float | None):
+    """The mode's settings, with rho and eps where the caller left them None."""
+    KNOB["solver_mode"].check(solver_mode)
+    mode = SOLVER_MODE[solver_mode]
+    return mode, (mode.rho if rho is None else float(rho)), (mode.eps if eps is None else float(eps))
 
-    `lambda_e` / `lambda_z` override the data-scaled values alpha / mu when given.
-    `solver`: "dense" (explicit inverse), "lowrank" (Woodbury, needs D < N) or "auto"
-    (whichever needs fewer flops per step).
-    """
-    d, n = Y.shape
-    solver = resolve_solver(solver, d, n)
-    check_fits(n, Y.element_size(), Y.device)
 
-    gram = Y.T @ Y
-    mu_e, mu_z = data_scaled_regularizers(Y, gram.clone())
-    if lambda_e is None or lambda_z is None:
-        if not (mu_e > 0 and mu_z > 0):
-            raise ValueError(
-                "cannot scale the regularisers: the tokens are zero or mutually orthogonal "
-                f"(mu_e={mu_e}, mu_z={mu_z})"
-            )
+def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None) -> tuple[float, float]:
+    """lambda_e, lambda_z: alpha / mu (data-scaled) unless given; ValueError when unusable."""
+    if (lambda_e is None or lambda_z is None) and not (mu_e > 0 and mu_z > 0):
+        raise ValueError(
+            "cannot scale the regularisers: the tokens are zero or mutually orthogonal "
+            f"(mu_e={mu_e}, mu_z={mu_z})"
+        )
     lambda_e = alpha_e / mu_e if lambda_e is None else float(lambda_e)
     lambda_z = alpha_z / mu_z if lambda_z is None else float(lambda_z)
     if not all(math.isfinite(x) and x > 0 for x in (lambda_e, lambda_z)):
         raise ValueError(f"regularisers must be positive and finite, got {lambda_e=}, {lambda_z=}")
+    return lambda_e, lambda_z
 
+
+def admm_ssc(
+    Y: torch.Tensor,
+    *,
+    rho: float | None = DEFAULTS["rho"],
+    alpha_e: float = DEFAULTS["alpha_e"],
+    alpha_z: float = DEFAULTS["alpha_z"],
+    eps: float | None = DEFAULTS["eps"],
+    max_iter: int = DEFAULTS["max_iter"],
+    affine: bool = DEFAULTS["affine"],
+    solver: str = DEFAULTS["solver"],
+    solver_mode: str = DEFAULTS["solver_mode"],
+    lambda_e: float | None = None,
+    lambda_z: float | None = None,
+) -> AdmmResult:
+    """Solve the SSC program of DESIGN.md section 1 for Y (D x N).
+
+    `solver_mode`: "reference" runs exactly the reference code's iteration; "fast" the
+    over-relaxed one that stops on primal and dual residuals (ssc/params.py SOLVER_MODE).
+    `rho` / `eps` None: the mode's values. `lambda_e` / `lambda_z` override the data-scaled
+    values alpha / mu when given. `solver`: the A-update, "dense" (explicit inverse),
+    "lowrank" (Woodbury, needs D < N) or "auto" (whichever needs fewer flops per step).
+    """
+    d, n = Y.shape
+    solver = resolve_solver(solver, d, n)
+    mode, rho, eps = resolve_mode(solver_mode, rho, eps)
+    check_fits(n, Y.element_size(), Y.device)
+
+    gram = Y.T @ Y
+    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(Y, gram.clone()),
+                                      lambda_e, lambda_z)
     if solver == "dense":
         system = _DenseSystem(Y, gram, lambda_z, rho, affine)
     else:
         system = _LowRankSystem(Y, lambda_z, rho, affine)
     del gram
-
-    e_threshold = lambda_e / lambda_z
-    C = torch.zeros(n, n, dtype=Y.dtype, device=Y.device)
-    D2 = torch.zeros_like(C)
-    E = torch.zeros_like(Y)
-    D1 = torch.zeros(n, dtype=Y.dtype, device=Y.device) if affine else None
-    e_nonzero = False
-    residual = math.inf
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        W = torch.sub(C, D2, alpha=1.0 / rho).mul_(rho)  # rho C - D2
-        v = (rho - D1) if affine else None
-        A, residual_y = system.step(W, E, e_nonzero, v)
-        del W
-        C = soft_threshold(D2.div(rho).add_(A), 1.0 / rho)
-        C.fill_diagonal_(0.0)
-        E = soft_threshold(residual_y, e_threshold)
-        del residual_y
-        if affine:
-            D1.add_(A.sum(dim=0) - 1.0, alpha=rho)
-        diff = A.sub_(C)
-        D2.add_(diff, alpha=rho)
-        # one device-to-host transfer per step for both scalars the loop needs
-        residual, e_flag = torch.stack(
-            (diff.abs_().sum(dim=1).max(), E.any().to(diff.dtype))
-        ).tolist()
-        e_nonzero = e_flag > 0
-        if residual < eps:
-            break
-    return AdmmResult(C, AdmmStats.after(n_iter, residual, eps, lambda_e, lambda_z))
+    out = iterate(TorchOps, Y, system.step, mode, rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
+                  max_iter=max_iter, affine=affine)
+    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual,
+                                       solver_mode))

@@ -1,6 +1,7 @@
-"""The optional CuPy backend of the ADMM solver: same contract and iteration as `admm.py`.
+"""The optional CuPy backend of the ADMM solver: same contract as `admm.py`, same loop.
 
-Written against the NumPy API with the array module passed in (`xp`), so that the very
+The factored A-update is written against the NumPy API with the array module passed in
+(`xp`), and the iteration is iteration.py's, shared with the torch solver; so the very
 same code runs with CuPy on a GPU and with NumPy in the CPU tests. Torch tensors cross
 over without copies through DLPack.
 """
@@ -11,7 +12,8 @@ import math
 
 import torch
 
-from .admm import AdmmResult, AdmmStats, resolve_solver
+from .admm import AdmmResult, AdmmStats, regularizers, resolve_mode, resolve_solver
+from .iteration import XpOps, iterate
 from .memory import check_fits
 from .params import DEFAULTS
 
@@ -26,12 +28,8 @@ def cupy_available() -> bool:
         return False
 
 
-def _soft_threshold(xp, v, t):
-    return v - xp.clip(v, -t, t)
-
-
 def _factor(xp, Y, gram, lambda_z, rho, affine, solver):
-    """Precomputations of the A-update, in float64; returns a step(W, E, e_nonzero, v)."""
+    """Precomputations of the A-update, in float64; returns step(W, E, e_nonzero, v) -> A, Y - Y A."""
     dtype = Y.dtype
     d, n = Y.shape
     Yd = Y.astype(xp.float64)
@@ -48,7 +46,7 @@ def _factor(xp, Y, gram, lambda_z, rho, affine, solver):
             A = P0 + M @ T
             if v is not None:
                 A += xp.outer(m1, v)
-            return A, Y @ A
+            return A, Y - Y @ A
 
         return step
 
@@ -70,7 +68,7 @@ def _factor(xp, Y, gram, lambda_z, rho, affine, solver):
         H = K @ (rho * F - YW)
         A = (W + Yt.T @ H) / rho
         YA = (YW[:d] + gram_rows @ H) / rho
-        return A, YA
+        return A, Y - YA
 
     return step
 
@@ -86,42 +84,27 @@ def admm_ssc_xp(
     max_iter=DEFAULTS["max_iter"],
     affine=DEFAULTS["affine"],
     solver=DEFAULTS["solver"],
+    solver_mode=DEFAULTS["solver_mode"],
 ) -> AdmmResult:
     """ADMM on an xp array Y (D x N); `xp` defaults to CuPy. Returns C as an xp array."""
     if xp is None:
         import cupy as xp
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
+    mode, rho, eps = resolve_mode(solver_mode, rho, eps)
     check_fits(n, Y.dtype.itemsize, "cupy" if xp.__name__ == "cupy" else "cpu")
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
     abs_gram = xp.abs(gram) * (1 - xp.eye(n, dtype=Y.dtype))
     mu_z = float(abs_gram.max(axis=1).min())
-    if not (mu_e > 0 and mu_z > 0):
-        raise ValueError(f"cannot scale the regularisers (mu_e={mu_e}, mu_z={mu_z})")
-    lambda_e, lambda_z = alpha_e / mu_e, alpha_z / mu_z
+    del abs_gram
+    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, mu_e, mu_z)
     step = _factor(xp, Y, gram, lambda_z, rho, affine, solver)
-    e_threshold = lambda_e / lambda_z
-
-    C = xp.zeros((n, n), dtype=Y.dtype)
-    D2 = xp.zeros_like(C)
-    E = xp.zeros_like(Y)
-    D1 = xp.zeros(n, dtype=Y.dtype)
-    e_nonzero, residual, n_iter = False, math.inf, 0
-    for n_iter in range(1, max_iter + 1):
-        A, YA = step(rho * C - D2, E, e_nonzero, (rho - D1) if affine else None)
-        C = _soft_threshold(xp, A + D2 / rho, 1.0 / rho)
-        xp.fill_diagonal(C, 0.0)
-        E = _soft_threshold(xp, Y - YA, e_threshold)
-        e_nonzero = bool(E.any())
-        if affine:
-            D1 += rho * (A.sum(axis=0) - 1.0)
-        diff = A - C
-        D2 += rho * diff
-        residual = float(xp.abs(diff).sum(axis=1).max())
-        if residual < eps:
-            break
-    return AdmmResult(C, AdmmStats.after(n_iter, residual, eps, lambda_e, lambda_z))
+    del gram
+    out = iterate(XpOps(xp), Y, step, mode, rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
+                  max_iter=max_iter, affine=affine)
+    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual,
+                                       solver_mode))
 
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:

@@ -53,7 +53,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
     ----------
     coef_ : (n_samples, n_samples), X ~ coef_ @ X, zero diagonal (the transpose of C).
     labels_, affinity_matrix_ (scipy sparse), stats_ (AdmmStats), and stats_'s fields as
-    n_iter_, converged_, lambda_e_, lambda_z_, residual_.
+    n_iter_, converged_, lambda_e_, lambda_z_, residual_, solver_mode_.
     Arrays are torch tensors on the solver's device when X was a tensor, numpy otherwise.
     """
 
@@ -72,6 +72,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         device=None,
         dtype=DEFAULTS["dtype"],
         solver=DEFAULTS["solver"],
+        solver_mode=DEFAULTS["solver_mode"],
         backend=DEFAULTS["backend"],
         eigen_solver=DEFAULTS["eigen_solver"],
     ):
@@ -88,6 +89,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.solver = solver
+        self.solver_mode = solver_mode
         self.backend = backend
         self.eigen_solver = eigen_solver
 
@@ -102,7 +104,8 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         X = as_token_matrix(X, dtype=DTYPES.get(self.dtype, torch.float32), device=self.device)
         self._check_params(*X.shape)
         Y = pca_project(X.T.contiguous(), self.pca_rank)
-        knobs = {name: KNOB[name].kind(getattr(self, name)) for name in ADMM_KNOBS}
+        knobs = {name: None if getattr(self, name) is None else KNOB[name].kind(getattr(self, name))
+                 for name in ADMM_KNOBS}
         if self.backend == "cupy":
             result = admm_ssc_cupy(Y.contiguous(), **knobs)
         else:
