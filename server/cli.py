@@ -46,6 +46,8 @@ def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
                        help="largest `anchor.max_iter` a request may ask for")
     serve.add_argument("--anchor-max-frames", type=int, default=defaults.max_frames,
                        help="largest media_io_kwargs.video.num_frames a request may ask for")
+    serve.add_argument("--anchor-solver-backend", choices=("torch", "cupy"), default=defaults.solver_backend,
+                       help="array library of the SSC solve (cupy: GPU engines with CuPy installed)")
     serve.add_argument("--api-key", nargs="+", action="extend", help="passed to vLLM; also guards our layer")
     return parser
 
@@ -56,6 +58,7 @@ def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     args, rest = _parser(defaults).parse_known_args(argv)
     flags = dict(anchor_default=args.anchor_default == "on", max_visual_tokens=args.anchor_max_visual_tokens,
                  max_iter_limit=args.anchor_max_iter_limit, max_frames=args.anchor_max_frames,
+                 solver_backend=args.anchor_solver_backend,
                  solve_log=defaults.solve_log or os.path.join(tempfile.mkdtemp(prefix="videoanchor-"),
                                                               "solves.sqlite"))
     settings = AnchorSettings(**{**defaults.model_dump(), **flags})  # validated: flags out of range raise

@@ -12,6 +12,7 @@ from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholder
 from utils import run_engine
 
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
+from vllm_videoanchor.ssc import cupy_available
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
 
@@ -252,6 +253,15 @@ def test_the_triton_kernel_on_cpu_needs_the_interpreter(model):
     pytest.importorskip("triton")
     with pytest.raises(AssertionError, match="needs TRITON_INTERPRET=1"):
         run_engine(model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
+
+
+def test_a_solver_backend_that_cannot_run_stops_the_engine_at_start_up(model):
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("checked on qwen2_5_vl")
+    if cupy_available():
+        pytest.skip("CuPy runs here")
+    with pytest.raises(AssertionError, match="solver backend 'cupy' needs CuPy"):
+        run_engine(model, "--plain-only", env={"VIDEOANCHOR_SOLVER_BACKEND": "cupy"})
 
 
 @pytest.fixture(scope="module")

@@ -93,5 +93,8 @@ def test_serve_command_line():
     assert command[command.index("--api-key") + 1] == "k1"
     assert env["VIDEOANCHOR_ANCHOR_DEFAULT"] == "1" and env["VIDEOANCHOR_MAX_VISUAL_TOKENS"] == "512"
     assert env["VIDEOANCHOR_API_KEYS"] == "k1"
+    assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "torch"
+    _, env = server_command(["serve", "m", "--anchor-solver-backend", "cupy"])
+    assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "cupy"
     with pytest.raises(ValueError):
         server_command(["serve", "m", "--anchor-max-frames", "0"])

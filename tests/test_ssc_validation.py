@@ -126,3 +126,14 @@ def test_statistics_are_an_admm_stats_record():
     assert (est.n_iter_, est.converged_, est.residual_) == (5, False, est.stats_.residual)
     assert (est.lambda_e_, est.lambda_z_) == (est.stats_.lambda_e, est.stats_.lambda_z)
     assert not hasattr(SparseSubspaceClustering(), "n_iter_")  # unfitted: no statistics
+
+
+def test_a_solver_backend_that_cannot_run_is_refused_by_name():
+    from vllm_videoanchor.ssc.cupy_admm import check_solver_backend, cupy_available
+
+    check_solver_backend("torch")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        check_solver_backend("jax")
+    if not cupy_available():
+        with pytest.raises(ValueError, match="solver backend 'cupy' needs CuPy"):
+            check_solver_backend("cupy")

@@ -29,6 +29,9 @@ class AnchorSettings(BaseSettings):
     max_iter_limit: int = Field(10000, ge=1, description="largest max_iter a request may ask for")
     max_frames: int = Field(64, ge=1, description="largest media_io_kwargs.video.num_frames")
     solve_log: str | None = Field(None, description="SQLite file where engines report each solve to the server")
+    solver_backend: Literal["torch", "cupy"] = Field(
+        "torch", description="array library of the SSC solve: torch, or CuPy (GPU engines with CuPy installed; "
+        "the ADMM loop is the same code, benchmarks/ssc.py --backends compares them)")
     attention_kernel: Literal["torch", "triton"] = Field(
         "torch", description="the anchored prefill on CPU: torch, or the Triton kernel GPUs run (under the "
         "Triton interpreter: TRITON_INTERPRET=1 in the engine's environment; slower, for tests)")

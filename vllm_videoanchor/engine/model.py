@@ -17,6 +17,7 @@ from vllm.logger import init_logger
 
 from ..anchor import compute_anchor_gains
 from ..settings import process_settings
+from ..ssc.cupy_admm import check_solver_backend
 from . import compat, cpu_kv_layout, joint
 from .gains import GAINS
 from .option import content_digest, decode, item_digest, item_group
@@ -75,6 +76,8 @@ class AnchorModelMixin:
             raise ValueError(f"vllm-videoanchor: --anchor-default on, but {self._anchor_unavailable}")
         if not self._anchor_unavailable:
             check_attention_kernel()
+            check_solver_backend(settings.solver_backend)
+        self._solver_backend = settings.solver_backend
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._solve_log = SolveLog(settings.solve_log)
         self._joint_gains = joint.JointGains()
@@ -140,7 +143,7 @@ class AnchorModelMixin:
         if self._anchor_unavailable:
             return self._fail(digest, self._anchor_unavailable)
         try:
-            gains = compute_anchor_gains(tokens.float(), params)
+            gains = compute_anchor_gains(tokens.float(), params, backend=self._solver_backend)
         except Exception as exc:  # noqa: BLE001 - whatever the solver raises, the step goes on
             return self._fail(digest, f"{type(exc).__name__}: {exc}")
         record_solve(gains.seconds, gains.n_iter, gains.converged)

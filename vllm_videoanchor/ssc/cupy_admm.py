@@ -15,7 +15,7 @@ import torch
 from .admm import AdmmResult, AdmmStats, regularizers, resolve_mode, resolve_solver
 from .iteration import XpOps, iterate
 from .memory import check_fits
-from .params import DEFAULTS
+from .params import DEFAULTS, KNOB
 
 
 def cupy_available() -> bool:
@@ -26,6 +26,15 @@ def cupy_available() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:  # ImportError, or CUDA runtime errors without a driver
         return False
+
+
+def check_solver_backend(backend: str) -> None:
+    """ValueError unless `backend` is a known solver backend that can run here (so that a
+    server asked for CuPy without it fails at start-up, not on its first anchored request)."""
+    KNOB["backend"].check(backend)
+    if backend == "cupy" and not cupy_available():
+        raise ValueError("solver backend 'cupy' needs CuPy and a CUDA device: pip install 'vllm-videoanchor[gpu]' "
+                         "on a GPU machine, or use 'torch'")
 
 
 def _factor(xp, Y, gram, lambda_z, rho, affine, solver):
