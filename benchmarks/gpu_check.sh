@@ -35,6 +35,8 @@ timeout 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" --junitxml="
     tests/test_ssc_cuda.py tests/test_kernel_anchored_prefill_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" || status=1
 timeout 150 "$PY" benchmarks/attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 \
     | tee "$OUT/attention_kernel.md" || status=1
-timeout 90 "$PY" benchmarks/ssc.py --device cuda --sizes 1024 4096 2>&1 | tee "$OUT/ssc.md" || status=1
+timeout 200 "$PY" benchmarks/ssc.py --device cuda --sizes 2048 4096 8192 16384 --features 4096 --pca 0 2>&1 \
+    | tee "$OUT/ssc.md" || status=1
+timeout 90 "$PY" benchmarks/ssc.py --device cuda --modes 2>&1 | tee "$OUT/ssc_modes.md" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo passed || echo FAILED); results in $OUT"
 exit $status

@@ -1,17 +1,24 @@
-"""Solver benchmark: our ADMM against the reference's per-iteration full solve, same run.
+"""Solver benchmark: our ADMM (both solver modes) against the reference's per-iteration
+full solve, and the modes' distance to the optimum, all measured in the same run.
 
     python benchmarks/ssc.py                      # CPU, N in 256..4096, D = 3584
-    python benchmarks/ssc.py --device cuda --sizes 1024 2048 4096 8192 16384
+    python benchmarks/ssc.py --device cuda --sizes 2048 4096 8192 16384 --features 4096
+    python benchmarks/ssc.py --modes              # steps and distance to C*, per data family
 
-For every N (and with / without PCA) it prints seconds per solve and iterations of
+Timing table, for every N (and with / without PCA): seconds per solve and iterations of
 (a) the baseline: the reference code's loop, which forms and solves the N x N system at
     every step, in float64 as the reference's NumPy code does;
-(b) our solver (float32 default and float64), plus the spectral clustering step;
-and the ratio (a) / (b). Where the baseline would run for minutes, it is timed for
---baseline-iters steps and scaled to the iterations our float64 solve needed (the two run
-the same iteration, so they need the same number of steps); such rows are marked '*'.
+(b) our solver in float32, reference mode (the same iteration as (a), factored once) and
+    fast mode (the default), plus the spectral clustering step;
+and the ratios (a) / (b). Where the baseline would run for minutes, it is timed for
+--baseline-iters steps and scaled to the iterations our reference mode needed (the same
+iteration, so the same number of steps); such rows are marked '*'.
 The data are video-like tokens: a union of low-dimensional subspaces in a 64-dimensional
 space, embedded randomly in D dimensions, with noise.
+
+Modes table (--modes): on the families of vllm_videoanchor/testing/ssc_data.py, steps of
+each mode and its distance ||C - C*||_F / ||C*||_F to the optimum C*, the same program
+solved to a 1e-8 residual (by the fast iteration: the reference one needs 10^4+ steps).
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ import numpy as np
 import torch
 
 from vllm_videoanchor.ssc import admm_ssc, pca_project, spectral_clustering
-from vllm_videoanchor.ssc.params import DEFAULTS
+from vllm_videoanchor.ssc.params import SOLVER_MODE
+from vllm_videoanchor.testing.ssc_data import FAMILIES, token_family
+
+REFERENCE = SOLVER_MODE["reference"]
 
 
 def video_like_tokens(n, d, n_subspaces=24, dim=12, ambient=64, noise=0.05, seed=0):
@@ -48,11 +58,11 @@ def soft_threshold(v, t):
 
 def baseline_admm(
     Y,
-    rho=DEFAULTS["rho"],
-    alpha_e=DEFAULTS["alpha_e"],
-    alpha_z=DEFAULTS["alpha_z"],
-    eps=DEFAULTS["eps"],
-    max_iter=DEFAULTS["max_iter"],
+    rho=REFERENCE.rho,
+    alpha_e=800.0,
+    alpha_z=800.0,
+    eps=REFERENCE.eps,
+    max_iter=10000,
 ):
     """The reference code's loop: the full system is formed and solved at every step."""
     d, n = Y.shape
@@ -93,53 +103,68 @@ def timed(fn, device):
     return out, time.perf_counter() - start
 
 
-def bench_one(n, d, pca_rank, device, baseline_iters, baseline_budget, n_clusters, f64_max_n):
+def bench_one(n, d, pca_rank, device, baseline_iters, baseline_budget, n_clusters):
     Y64 = pca_project(video_like_tokens(n, d).to(device), pca_rank)
     Y32 = Y64.float()
     row = {"N": n, "D": d, "pca": pca_rank or "-"}
-
-    ours32, t32 = timed(lambda: admm_ssc(Y32), device)
-    if n <= f64_max_n:
-        ours64, t64 = timed(lambda: admm_ssc(Y64), device)
-    else:  # too slow on small CPUs: same iteration, so the float32 count stands in
-        ours64, t64 = ours32, float("nan")
-    (_, _), t_cluster = timed(lambda: spectral_clustering(ours32.C, n_clusters), device)
-    row.update(ours_f32_s=t32, ours_f32_iters=ours32.n_iter, ours_f64_s=t64,
-               ours_f64_iters=ours64.n_iter, cluster_s=t_cluster)
+    reference, t_ref = timed(lambda: admm_ssc(Y32, solver_mode="reference"), device)
+    fast, t_fast = timed(lambda: admm_ssc(Y32), device)
+    (_, _), t_cluster = timed(lambda: spectral_clustering(fast.C, n_clusters), device)
+    row.update(ref_s=t_ref, ref_iters=reference.n_iter, fast_s=t_fast, fast_iters=fast.n_iter, cluster_s=t_cluster)
 
     _, t_few = timed(lambda: baseline_admm(Y64, max_iter=baseline_iters), device)
-    if t_few / baseline_iters * ours64.n_iter <= baseline_budget:
-        (C_base, base_iters), t_base = timed(lambda: baseline_admm(Y64), device)
+    if t_few / baseline_iters * reference.n_iter <= baseline_budget:
+        (_, base_iters), t_base = timed(lambda: baseline_admm(Y64), device)
         row["extrapolated"] = False
-        scale = C_base.abs().max()
-        row["diff_f64"] = float((ours64.C.double() - C_base).abs().max() / scale)
-        row["diff_f32"] = float((ours32.C.double() - C_base).abs().max() / scale)
     else:
-        base_iters = ours64.n_iter
+        base_iters = reference.n_iter
         t_base = t_few / baseline_iters * base_iters
         row["extrapolated"] = True
-        row["diff_f64"] = row["diff_f32"] = float("nan")
-    row.update(base_s=t_base, base_iters=base_iters,
-               ratio_f32=t_base / t32, ratio_f64=t_base / t64)
+    row.update(base_s=t_base, base_iters=base_iters, ratio_ref=t_base / t_ref, ratio_fast=t_base / t_fast)
     return row
 
 
 def print_table(rows, device):
-    print(f"\nSSC solver, {device} ({torch.get_num_threads()} threads); seconds per solve")
-    head = ("| N | D | PCA | baseline f64 s (iters) | ours f32 s (iters) | ours f64 s (iters) "
-            "| clustering s | ratio f32 | ratio f64 | coef_ rel diff f64 / f32 |")
+    print(f"\nSSC solver, {device} ({torch.get_num_threads()} threads); seconds per solve, float32 unless said")
+    head = ("| N | D | PCA | baseline f64 s (iters) | reference mode s (iters) | fast mode s (iters) "
+            "| clustering s | baseline / reference | baseline / fast |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         star = "*" if r["extrapolated"] else ""
         print(
             f"| {r['N']} | {r['D']} | {r['pca']} | {r['base_s']:.2f}{star} ({r['base_iters']}) "
-            f"| {r['ours_f32_s']:.3f} ({r['ours_f32_iters']}) | {r['ours_f64_s']:.3f} ({r['ours_f64_iters']}) "
-            f"| {r['cluster_s']:.3f} | {r['ratio_f32']:.1f}x | {r['ratio_f64']:.1f}x "
-            f"| {r['diff_f64']:.1e} / {r['diff_f32']:.1e} |"
+            f"| {r['ref_s']:.3f} ({r['ref_iters']}) | {r['fast_s']:.3f} ({r['fast_iters']}) "
+            f"| {r['cluster_s']:.3f} | {r['ratio_ref']:.1f}x | {r['ratio_fast']:.1f}x |"
         )
     if any(r["extrapolated"] for r in rows):
         print("* baseline timed for a few steps and scaled to the iteration count")
+
+
+def modes_row(family, n, d, device):
+    """Steps, seconds and distance to C* of both modes on one token set (float64)."""
+    Y = torch.tensor(token_family(family, n, d), device=device)
+    optimum = admm_ssc(Y, eps=1e-8, max_iter=50000)
+    row = {"family": family, "N": n, "D": d, "optimum_converged": optimum.converged}
+    for mode in ("reference", "fast"):
+        result, seconds = timed(lambda: admm_ssc(Y, solver_mode=mode), device)
+        distance = float((result.C - optimum.C).norm() / optimum.C.norm())
+        row[mode] = {"iters": result.n_iter, "seconds": seconds, "distance": distance}
+    return row
+
+
+def print_modes(rows, device):
+    print(f"\nSolver modes, {device} ({torch.get_num_threads()} threads), float64: steps and distance to C*")
+    head = ("| family | N | D | reference steps (s) | fast steps (s) | steps fast / reference "
+            "| distance reference | distance fast | fast / reference distance |")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        ref, fast = r["reference"], r["fast"]
+        note = "" if r["optimum_converged"] else " (C* not converged)"
+        print(f"| {r['family']} | {r['N']} | {r['D']}{note} | {ref['iters']} ({ref['seconds']:.2f}) "
+              f"| {fast['iters']} ({fast['seconds']:.2f}) | {fast['iters'] / ref['iters']:.2f} "
+              f"| {ref['distance']:.2e} | {fast['distance']:.2e} | {fast['distance'] / ref['distance']:.2f} |")
 
 
 def main():
@@ -152,20 +177,31 @@ def main():
     parser.add_argument("--n-clusters", type=int, default=24)
     parser.add_argument("--baseline-iters", type=int, default=3,
                         help="steps to time the baseline for, where it is not run in full")
-    parser.add_argument("--f64-max-n", type=int, default=2048,
-                        help="also time our float64 solve up to this N")
+    parser.add_argument("--modes", action="store_true",
+                        help="print the modes table (steps and distance to C* per data family) instead")
+    parser.add_argument("--mode-shapes", nargs="+", default=["256x128", "512x256", "256x1024", "512x2048"],
+                        help="NxD token sets of the modes table")
     parser.add_argument("--baseline-budget", type=float, default=60.0,
                         help="run the baseline to convergence when it should take at most this "
                         "many seconds; else time --baseline-iters steps and scale")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.modes:
+        rows = []
+        for shape in args.mode_shapes:
+            n, d = map(int, shape.split("x"))
+            for family in FAMILIES:
+                rows.append(modes_row(family, n, d, device))
+                print_modes(rows[-1:], device)
+        print_modes(rows, device)
+        return
     rows = []
     for pca_rank in args.pca:
         for n in args.sizes:
             if pca_rank >= n:
                 continue
             rows.append(bench_one(n, args.features, pca_rank, device, args.baseline_iters,
-                                  args.baseline_budget, args.n_clusters, args.f64_max_n))
+                                  args.baseline_budget, args.n_clusters))
             print_table(rows[-1:], device)
     print_table(rows, device)
 

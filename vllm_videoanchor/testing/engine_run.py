@@ -77,8 +77,8 @@ def record_solves() -> list:
 
     solves, solve = [], model.compute_anchor_gains
 
-    def recording(tokens, params):
-        gains = solve(tokens, params)
+    def recording(tokens, params, **options):
+        gains = solve(tokens, params, **options)
         solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist()})
         return gains
 
