@@ -15,6 +15,7 @@ vLLM load. A few MB; a few seconds. Text ("tiny", the tests' model): 2 layers, h
 - qwen_vl.py, llava_onevision.py, internvl.py: the builders, per family.
 - engine_run.py, hf_reference.py, selftest.py: engine runs on the tiny models, the dense
   transformers reference, and `vllm-videoanchor selftest` built on them.
+- ssc_data.py: seeded token sets (the families the solver modes are calibrated and tested on).
 - cpu_compat.py: the torchvision work-around of the CPU test environment (the builders and
   the CPU environment's .pth use it; the plugin and the server never import this package).
 
