@@ -2,9 +2,10 @@
 
 C is N x N, and so are the factored system, the dual variable and the step's temporaries:
 at N = 16k one float32 N x N matrix is 1 GiB. Counted from the solvers (admm.py,
-cupy_admm.py): at their peak, while the system is factored (the Gram matrix, and the
-left-hand side, its inverse and the affine correction in float64) and during the loop (M,
-P0, C, D2, W = rho C - D2, A and a soft-threshold temporary), about LIVE_NXN matrices of
+cupy_admm.py, and the loop in iteration.py, the same for both modes): at their peak, while
+the system is factored (the Gram matrix, and the left-hand side, its inverse and the affine
+correction in float64) and during the loop (M, P0, C, D2, W = rho C - D2, A and a
+soft-threshold temporary; the fast mode relaxes A in place), about LIVE_NXN matrices of
 the solve's dtype are alive. A size that cannot fit is refused with a clear error, instead
 of an out-of-memory failure half-way through (on a GPU, possibly in another request's step).
 """
