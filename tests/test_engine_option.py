@@ -11,6 +11,7 @@ from vllm_videoanchor.engine.option import (
     content_digest,
     decode,
     encode,
+    hashed_option,
     item_digest,
     parse_anchor_option,
     split_anchor_option,
@@ -67,7 +68,8 @@ def test_split_removes_the_option():
     "params",
     [AnchorParams(), AnchorParams(alpha_k=0.5, n_clusters=3, affine=False, solver="dense",
                                   dtype="float64", pca_rank=16, max_iter=77, eps=1e-6),
-     AnchorParams(method="kmeans", score="self_expression"), AnchorParams(method="uniform")],
+     AnchorParams(method="kmeans", score="self_expression"), AnchorParams(method="uniform"),
+     AnchorParams(solver_mode="reference", rho=120.0)],
 )
 def test_round_trip(params):
     vector = encode(params, digest=2**48 - 1)
@@ -85,3 +87,10 @@ def test_content_digest_depends_on_every_byte():
     assert content_digest(pixels, grid) != content_digest(changed, grid)
     assert content_digest(pixels, grid) != content_digest(pixels, torch.tensor([1, 6, 2]))
     assert 0 <= content_digest(pixels) < 2**48
+
+
+def test_the_solver_mode_is_part_of_the_hashed_option():
+    """Gains from different iterations differ: the two modes never share caches."""
+    fast, reference = AnchorParams(), AnchorParams(solver_mode="reference")
+    assert hashed_option(fast)["solver_mode"] == "fast"
+    assert hashed_option(fast) != hashed_option(reference)
