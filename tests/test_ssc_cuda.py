@@ -22,7 +22,8 @@ def test_torch_cuda_matches_cpu(n_features, dtype):
     tol = 1e-8 if dtype == "float64" else 2e-3
     scale = cpu.coef_.abs().max()
     assert (gpu.coef_.cpu() - cpu.coef_).abs().max() <= tol * scale
-    assert abs(gpu.n_iter_ - cpu.n_iter_) <= (0 if dtype == "float64" else 0.05 * cpu.n_iter_)
+    # float32 may cross the stopping test one check (10 steps in the fast mode) apart
+    assert abs(gpu.n_iter_ - cpu.n_iter_) <= (0 if dtype == "float64" else max(0.05 * cpu.n_iter_, 10))
     assert reference.misclassification(cpu.labels_.numpy(), gpu.labels_.cpu().numpy()) == 0.0
 
 
