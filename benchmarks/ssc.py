@@ -124,19 +124,24 @@ def bench_one(n, d, pca_rank, device, baseline_iters, baseline_budget, n_cluster
     return row
 
 
-def print_table(rows, device):
-    print(f"\nSSC solver, {device} ({torch.get_num_threads()} threads); seconds per solve, float32 unless said")
-    head = ("| N | D | PCA | baseline f64 s (iters) | reference mode s (iters) | fast mode s (iters) "
-            "| clustering s | baseline / reference | baseline / fast |")
+def print_markdown(title, head, lines):
+    """A titled markdown table: the header row, its rule, then the given rows."""
+    print(f"\n{title}")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for r in rows:
-        star = "*" if r["extrapolated"] else ""
-        print(
-            f"| {r['N']} | {r['D']} | {r['pca']} | {r['base_s']:.2f}{star} ({r['base_iters']}) "
-            f"| {r['ref_s']:.3f} ({r['ref_iters']}) | {r['fast_s']:.3f} ({r['fast_iters']}) "
-            f"| {r['cluster_s']:.3f} | {r['ratio_ref']:.1f}x | {r['ratio_fast']:.1f}x |"
-        )
+    for line in lines:
+        print(line)
+
+
+def print_table(rows, device):
+    print_markdown(
+        f"SSC solver, {device} ({torch.get_num_threads()} threads); seconds per solve, float32 unless said",
+        "| N | D | PCA | baseline f64 s (iters) | reference mode s (iters) | fast mode s (iters) "
+        "| clustering s | baseline / reference | baseline / fast |",
+        [f"| {r['N']} | {r['D']} | {r['pca']} | {r['base_s']:.2f}{'*' if r['extrapolated'] else ''} "
+         f"({r['base_iters']}) | {r['ref_s']:.3f} ({r['ref_iters']}) | {r['fast_s']:.3f} ({r['fast_iters']}) "
+         f"| {r['cluster_s']:.3f} | {r['ratio_ref']:.1f}x | {r['ratio_fast']:.1f}x |" for r in rows],
+    )
     if any(r["extrapolated"] for r in rows):
         print("* baseline timed for a few steps and scaled to the iteration count")
 
@@ -154,17 +159,19 @@ def modes_row(family, n, d, device):
 
 
 def print_modes(rows, device):
-    print(f"\nSolver modes, {device} ({torch.get_num_threads()} threads), float64: steps and distance to C*")
-    head = ("| family | N | D | reference steps (s) | fast steps (s) | steps fast / reference "
-            "| distance reference | distance fast | fast / reference distance |")
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
+    lines = []
     for r in rows:
         ref, fast = r["reference"], r["fast"]
         note = "" if r["optimum_converged"] else " (C* not converged)"
-        print(f"| {r['family']} | {r['N']} | {r['D']}{note} | {ref['iters']} ({ref['seconds']:.2f}) "
-              f"| {fast['iters']} ({fast['seconds']:.2f}) | {fast['iters'] / ref['iters']:.2f} "
-              f"| {ref['distance']:.2e} | {fast['distance']:.2e} | {fast['distance'] / ref['distance']:.2f} |")
+        lines.append(f"| {r['family']} | {r['N']} | {r['D']}{note} | {ref['iters']} ({ref['seconds']:.2f}) "
+                     f"| {fast['iters']} ({fast['seconds']:.2f}) | {fast['iters'] / ref['iters']:.2f} "
+                     f"| {ref['distance']:.2e} | {fast['distance']:.2e} | {fast['distance'] / ref['distance']:.2f} |")
+    print_markdown(
+        f"Solver modes, {device} ({torch.get_num_threads()} threads), float64: steps and distance to C*",
+        "| family | N | D | reference steps (s) | fast steps (s) | steps fast / reference "
+        "| distance reference | distance fast | fast / reference distance |",
+        lines,
+    )
 
 
 def main():

@@ -31,7 +31,7 @@ class AnchorSettings(BaseSettings):
     solve_log: str | None = Field(None, description="SQLite file where engines report each solve to the server")
     solver_backend: Literal["torch", "cupy"] = Field(
         "torch", description="array library of the SSC solve: torch, or CuPy (GPU engines with CuPy installed; "
-        "the ADMM loop is the same code, benchmarks/ssc.py --backends compares them)")
+        "the ADMM loop is the same code)")
     attention_kernel: Literal["torch", "triton"] = Field(
         "torch", description="the anchored prefill on CPU: torch, or the Triton kernel GPUs run (under the "
         "Triton interpreter: TRITON_INTERPRET=1 in the engine's environment; slower, for tests)")

@@ -180,11 +180,20 @@ def resolve_solver(solver: str, d: int, n: int) -> str:
     return solver
 
 
-def resolve_mode(solver_mode: str, rho: float | None, eps: float | None):
-    """The mode's settings, with rho and eps where the caller left them None."""
+def resolve_mode(solver_mode: str, rho: float | None, eps: float | None) -> tuple[float, float]:
+    """rho and eps: the mode's where the caller left them None (ValueError for an unknown mode)."""
     KNOB["solver_mode"].check(solver_mode)
     mode = SOLVER_MODE[solver_mode]
-    return mode, (mode.rho if rho is None else float(rho)), (mode.eps if eps is None else float(eps))
+    return (mode.rho if rho is None else float(rho)), (mode.eps if eps is None else float(eps))
+
+
+def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float, lambda_e: float, lambda_z: float,
+             max_iter: int, affine: bool) -> AdmmResult:
+    """The mode's iteration (iteration.py) on a factored A-update `step`, as an AdmmResult;
+    shared by the torch and the CuPy/NumPy solvers."""
+    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
+                  max_iter=max_iter, affine=affine)
+    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode))
 
 
 def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None) -> tuple[float, float]:
@@ -218,14 +227,14 @@ def admm_ssc(
     """Solve the SSC program of DESIGN.md section 1 for Y (D x N).
 
     `solver_mode`: "reference" runs exactly the reference code's iteration; "fast" the
-    over-relaxed one that stops on primal and dual residuals (ssc/params.py SOLVER_MODE).
+    over-relaxed one, checked every 10 steps (ssc/params.py SOLVER_MODE).
     `rho` / `eps` None: the mode's values. `lambda_e` / `lambda_z` override the data-scaled
     values alpha / mu when given. `solver`: the A-update, "dense" (explicit inverse),
     "lowrank" (Woodbury, needs D < N) or "auto" (whichever needs fewer flops per step).
     """
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
-    mode, rho, eps = resolve_mode(solver_mode, rho, eps)
+    rho, eps = resolve_mode(solver_mode, rho, eps)
     check_fits(n, Y.element_size(), Y.device)
 
     gram = Y.T @ Y
@@ -236,7 +245,5 @@ def admm_ssc(
     else:
         system = _LowRankSystem(Y, lambda_z, rho, affine)
     del gram
-    out = iterate(TorchOps, Y, system.step, mode, rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
-                  max_iter=max_iter, affine=affine)
-    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual,
-                                       solver_mode))
+    return run_admm(TorchOps, Y, system.step, solver_mode, rho=rho, eps=eps, lambda_e=lambda_e,
+                    lambda_z=lambda_z, max_iter=max_iter, affine=affine)

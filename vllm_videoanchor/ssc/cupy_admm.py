@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from .admm import AdmmResult, AdmmStats, regularizers, resolve_mode, resolve_solver
-from .iteration import XpOps, iterate
+from .admm import AdmmResult, regularizers, resolve_mode, resolve_solver, run_admm
+from .iteration import XpOps
 from .memory import check_fits
 from .params import DEFAULTS, KNOB
 
@@ -100,7 +100,7 @@ def admm_ssc_xp(
         import cupy as xp
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
-    mode, rho, eps = resolve_mode(solver_mode, rho, eps)
+    rho, eps = resolve_mode(solver_mode, rho, eps)
     check_fits(n, Y.dtype.itemsize, "cupy" if xp.__name__ == "cupy" else "cpu")
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
@@ -110,10 +110,8 @@ def admm_ssc_xp(
     lambda_e, lambda_z = regularizers(alpha_e, alpha_z, mu_e, mu_z)
     step = _factor(xp, Y, gram, lambda_z, rho, affine, solver)
     del gram
-    out = iterate(XpOps(xp), Y, step, mode, rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
-                  max_iter=max_iter, affine=affine)
-    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual,
-                                       solver_mode))
+    return run_admm(XpOps(xp), Y, step, solver_mode, rho=rho, eps=eps, lambda_e=lambda_e, lambda_z=lambda_z,
+                    max_iter=max_iter, affine=affine)
 
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:

@@ -80,8 +80,8 @@ KNOBS = (
     Knob("solver", "auto", str, choices=SOLVERS,
          doc="dense (explicit inverse), lowrank (Woodbury; fewer rows than tokens) or auto (fewer flops)"),
     Knob("solver_mode", "fast", str, choices=SOLVER_MODES,
-         doc="fast (over-relaxed ADMM checked every 10 steps: the same program, a third of the steps on "
-             "structured tokens) or reference (the reference code's iteration and stopping rule, exactly)"),
+         doc="fast (over-relaxed ADMM checked every 10 steps: the same program, about half the steps or "
+             "fewer) or reference (the reference code's iteration and stopping rule, exactly)"),
     Knob("dtype", "float32", str, choices=tuple(DTYPES), doc="arithmetic of the solve"),
     Knob("backend", "torch", str, choices=BACKENDS, request=False,
          doc="torch, or cupy (CUDA only, needs CuPy installed)"),
@@ -107,8 +107,8 @@ class SolverMode:
 
     The fast mode stops on the primal residual alone: a dual residual on C (C - C_prev) keeps
     moving while weight shifts among near-duplicate tokens (a split the program leaves
-    undetermined), and stopping on it took 1.6x the reference's steps on such data; measured
-    with benchmarks/ssc.py --modes.
+    undetermined), and stopping on it took 1.6x the reference's steps on such data (measured
+    while calibrating the mode, N = 256).
     """
 
     rho: float
@@ -120,7 +120,7 @@ class SolverMode:
 
 # reference: the reference code exactly. fast: calibrated (benchmarks/ssc.py --modes) to stop
 # at least as close to the optimum C* as the reference does on the families of
-# vllm_videoanchor/testing/ssc_data.py, in a third of the steps or fewer on structured tokens.
+# vllm_videoanchor/testing/ssc_data.py, in 0.34-0.47 of its steps where it needs hundreds.
 SOLVER_MODE = {
     "reference": SolverMode(rho=300.0, eps=1e-4),
     "fast": SolverMode(rho=150.0, eps=5e-4, relaxation=1.8, e_relaxation=1.5, check_every=10),
