@@ -107,7 +107,7 @@ class Batch:
     def rows(self, r):
         return slice(self.starts[r], self.starts[r + 1])
 
-    def run(self, requests, *, max_query_len=None, sentinel=123.0, query=None, output=None):
+    def run(self, requests, *, max_query_len=None, sentinel=123.0, query=None, output=None, enabled=None):
         if max_query_len is None:
             max_query_len = max([self.specs[int(r)][1] for r in requests] + [0])
         requests = torch.tensor(requests, dtype=torch.int32, device=self.device)
@@ -117,7 +117,8 @@ class Batch:
         return self.kernel(
             self.query if query is None else query, self.key_cache, self.value_cache,
             self.block_table, self.query_start_loc, self.seq_lens, self.gain_k, self.gain_v,
-            self.scale, output, requests, max_query_len)
+            self.scale, output, requests, max_query_len,
+            None if enabled is None else torch.tensor(enabled, dtype=torch.int32, device=self.device))
 
     def context(self, r):
         """Block ids, offsets and slots of request r's context positions."""

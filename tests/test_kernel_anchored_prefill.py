@@ -204,6 +204,19 @@ def test_no_selected_request_is_a_no_op():
 
 
 @in_process
+def test_requests_disabled_on_the_device_are_left_untouched():
+    """`enabled` (one flag per listed request, decided on the device) skips requests
+    without a host sync: their rows keep what the stock kernel wrote."""
+    batch = Batch([(40, 40), (70, 30), (33, 1)], hq=4, hkv=2, d=32, block_size=16, seed=5)
+    out = batch.run([0, 1, 2], enabled=[1, 0, 1])
+    assert_matches(out[batch.rows(0)], batch.reference(0), torch.float32)
+    assert (out[batch.rows(1)] == 123.0).all()
+    assert_matches(out[batch.rows(2)], batch.reference(2), torch.float32)
+    with pytest.raises(ValueError, match="enabled"):
+        batch.run([0, 1], enabled=[1])
+
+
+@in_process
 def test_bad_arguments_raise(monkeypatch):
     batch = Batch([(20, 20)], hq=4, hkv=2, d=32, block_size=16, seed=1)
     args = dict(query=batch.query, key_cache=batch.key_cache, value_cache=batch.value_cache,

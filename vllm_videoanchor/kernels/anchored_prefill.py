@@ -120,7 +120,7 @@ if triton is not None:
     @triton.jit
     def _anchored_prefill_kernel(
         q_ptr, k_ptr, v_ptr, o_ptr,
-        bt_ptr, qsl_ptr, seq_lens_ptr, gk_ptr, gv_ptr, req_ptr,
+        bt_ptr, qsl_ptr, seq_lens_ptr, gk_ptr, gv_ptr, req_ptr, enabled_ptr,
         qk_scale,
         stride_qt, stride_qh, stride_qd,
         stride_kb, stride_ks, stride_kh, stride_kd,
@@ -131,10 +131,13 @@ if triton is not None:
         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
         BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, HAS_ENABLED: tl.constexpr,
     ):
         BLOCK_M: tl.constexpr = BLOCK_Q * GROUP_PAD
         pid_q = tl.program_id(0)
+        if HAS_ENABLED:  # a request decided on the device not to need the anchored path
+            if tl.load(enabled_ptr + tl.program_id(1)) == 0:
+                return
         r = tl.load(req_ptr + tl.program_id(1))
         kvh = tl.program_id(2).to(tl.int64)
 
@@ -246,6 +249,7 @@ def anchored_prefill_attention(
     output: torch.Tensor,
     requests: torch.Tensor,
     max_query_len: int,
+    enabled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Anchored causal attention for the prefill chunks of the requests in `requests`.
 
@@ -256,8 +260,10 @@ def anchored_prefill_attention(
     positions); slot_gain_k / slot_gain_v: [num_blocks * block_size] float32 per-slot
     gains; requests: 1-D int tensor of the request indices to compute (the other rows
     of `output` are left untouched); max_query_len: a host int bounding every selected
-    request's chunk length (sizes the grid). Writes into `output` ([T, Hq, D]) and
-    returns it. One kernel launch, no device-to-host synchronisation.
+    request's chunk length (sizes the grid); enabled: optional, one int per entry of
+    `requests`, 0 to leave that request's rows untouched too (a choice made on the device,
+    e.g. "its context holds a gain != 1", without a sync). Writes into `output`
+    ([T, Hq, D]) and returns it. One kernel launch, no device-to-host synchronisation.
     """
     if triton is None:
         raise RuntimeError("anchored_prefill_attention needs Triton, which is not installed "
@@ -286,6 +292,9 @@ def anchored_prefill_attention(
         raise ValueError(f"block_table must be [R, max_blocks], got {tuple(block_table.shape)}")
     if requests.dim() != 1:
         raise ValueError(f"requests must be 1-D, got {tuple(requests.shape)}")
+    if enabled is not None and tuple(enabled.shape) != tuple(requests.shape):
+        raise ValueError(f"enabled {tuple(enabled.shape)} must have one entry per request "
+                         f"{tuple(requests.shape)}")
     n_requests = requests.shape[0]
     if n_requests == 0 or max_query_len <= 0 or n_tokens == 0:
         return output
@@ -314,13 +323,14 @@ def anchored_prefill_attention(
     _anchored_prefill_kernel[grid](
         query, key_cache, value_cache, output,
         block_table, query_start_loc, seq_lens, slot_gain_k, slot_gain_v, requests,
+        requests if enabled is None else enabled,
         float(scale) * _LOG2E,
         *query.stride(), *key_cache.stride(), *value_cache.stride(), *output.stride(),
         *block_table.stride(),
         block_size,
         HEAD_DIM=head_dim, BLOCK_D=block_d, GROUP=group, GROUP_PAD=group_pad,
         BLOCK_Q=block_q, BLOCK_N=block_n,
-        DOT_FP32=dot_fp32, DOT_PRECISION=dot_precision,
+        DOT_FP32=dot_fp32, DOT_PRECISION=dot_precision, HAS_ENABLED=enabled is not None,
         num_warps=num_warps, num_stages=2,
     )
     return output
