@@ -52,7 +52,21 @@ def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
     return parser
 
 
-def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+# vLLM flags that set the compilation config (and so the cudagraph mode) themselves
+# (also as -cc.cudagraph_mode=..., --compilation-config.key=..., -O3)
+COMPILATION_FLAGS = ("--compilation-config", "-cc", "-O")
+# FULL CUDA graphs replay attention without Python, where the anchored path runs
+# (engine/availability.py): on CUDA, anchoring servers capture PIECEWISE graphs only
+PIECEWISE_GRAPHS = ["--compilation-config", '{"cudagraph_mode": "PIECEWISE"}']
+
+
+def _on_cuda() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cuda()
+
+
+def server_command(argv: list[str], on_cuda: bool | None = None) -> tuple[list[str], dict[str, str]]:
     """(vLLM server argv, environment additions) for `vllm-videoanchor` arguments."""
     defaults = _defaults()
     args, rest = _parser(defaults).parse_known_args(argv)
@@ -65,6 +79,10 @@ def server_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     env = settings.to_env()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
                "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest]
+    user_compilation = any(arg.split("=", 1)[0].split(".", 1)[0] in COMPILATION_FLAGS or arg.startswith("-O")
+                           for arg in rest)
+    if not user_compilation and (_on_cuda() if on_cuda is None else on_cuda):
+        command += PIECEWISE_GRAPHS
     if args.api_key:
         command += ["--api-key", *args.api_key]
         env[API_KEYS_ENV] = "\n".join(args.api_key)

@@ -77,6 +77,11 @@ class AnchorMiddleware:
         except RequestError as exc:
             REJECTED.inc()
             return await _send_error(send, str(exc), exc.param)
+        if decision.applied:  # an engine that cannot anchor said why at start-up
+            unavailable = await asyncio.to_thread(self.solve_log.engine_unavailable)
+            if unavailable:
+                REJECTED.inc()
+                return await _send_error(send, f"anchor: {unavailable}", "anchor")
         if rewritten != request:  # otherwise vLLM gets the client's bytes as they came
             body = json.dumps(rewritten).encode()
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]

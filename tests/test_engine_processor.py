@@ -99,7 +99,6 @@ def test_engine_side_reasons():
     assert cpu_kv_layout.unavailable_reason("amx", "auto") is None
     assert "'neon'" in cpu_kv_layout.unavailable_reason("neon", "auto")
     assert "FP8" in cpu_kv_layout.unavailable_reason("vec", "fp8_e4m3")
-    assert "CPU attention backend" in cpu_kv_layout.unavailable_reason(None, "auto")
     assert cpu_kv_layout.unreadable_layout_on("X86") is None
     assert {cpu_kv_layout.unreadable_layout_on(a) for a in ("ARM", "S390X", "POWERPC", "RISCV")} == {
         "neon", "vxe", "vsx", "rvv"}

@@ -137,6 +137,17 @@ def test_cpu_attn_layout_on_device():
 
 
 @in_process
+def test_requests_disabled_on_the_device_keep_their_rows():
+    """The backends list every prefilling request and let a device flag skip the plain ones."""
+    batch = Batch(REALISTIC, hq=28, hkv=4, d=128, seed=11)
+    out = batch.run([0, 1, 2, 3], enabled=[1, 0, 1, 0])
+    for r in (0, 2):
+        assert_matches(out[batch.rows(r)], batch.reference(r), batch.dtype)
+    for r in (1, 3):
+        assert (out[batch.rows(r)] == 123.0).all()
+
+
+@in_process
 def test_one_token_extensions_only():
     specs = [(8192, 1), (2048, 1), (1, 1), (5000, 1)]
     batch = Batch(specs, hq=28, hkv=4, d=128, seed=2)

@@ -4,7 +4,7 @@ import pytest
 
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.settings import AnchorSettings
-from vllm_videoanchor_server.cli import MIDDLEWARE, server_command
+from vllm_videoanchor_server.cli import MIDDLEWARE, PIECEWISE_GRAPHS, server_command
 from vllm_videoanchor_server.request import RequestError, rewrite_request
 
 VIDEO_MESSAGE = [{"role": "user", "content": [
@@ -98,3 +98,57 @@ def test_serve_command_line():
     assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "cupy"
     with pytest.raises(ValueError):
         server_command(["serve", "m", "--anchor-max-frames", "0"])
+
+
+def test_serve_asks_for_piecewise_cuda_graphs_on_cuda_only():
+    """FULL CUDA graphs skip the anchored attention: on CUDA the server asks vLLM for
+    PIECEWISE graphs, unless the user set the compilation config; on CPU nothing changes."""
+    command, _ = server_command(["serve", "m"], on_cuda=True)
+    assert command[-2:] == PIECEWISE_GRAPHS
+    command, _ = server_command(["serve", "m"], on_cuda=False)
+    assert "--compilation-config" not in command
+    for own in (["-O3"], ["-O", "3"], ["--compilation-config", "{}"], ["-cc.cudagraph_mode=FULL"],
+                ["--compilation-config={}"]):
+        command, _ = server_command(["serve", "m", *own], on_cuda=True)
+        assert PIECEWISE_GRAPHS[1] not in command, own
+    assert server_command(["serve", "m"])[0][-1] != PIECEWISE_GRAPHS[1]  # this CPU machine
+
+
+def test_anchored_requests_get_400_when_the_engine_cannot_anchor(tmp_path, monkeypatch):
+    """The engine's start-up verdict (e.g. a backend without the anchored path) turns every
+    anchored request into a 400 naming it; plain requests still go through."""
+    import asyncio
+
+    import httpx
+
+    from vllm_videoanchor.engine.solve_log import SolveLog
+    from vllm_videoanchor_server.middleware import AnchorMiddleware
+
+    path = str(tmp_path / "solves.sqlite")
+    monkeypatch.setenv("VIDEOANCHOR_SOLVE_LOG", path)
+    reached = []
+
+    async def engine_app(scope, receive, send):  # vLLM's server, past the middleware
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    video = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}
+    anchored = {"model": "m", "messages": [{"role": "user", "content": [video]}], "anchor": True}
+    plain = {"model": "m", "messages": [{"role": "user", "content": [video]}]}
+
+    async def post(body):
+        transport = httpx.ASGITransport(app=AnchorMiddleware(engine_app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/v1/chat/completions", json=body)
+
+    assert asyncio.run(post(anchored)).status_code == 200  # the engine said nothing: served
+    log = SolveLog(path)
+    log.record_engine("anchored attention is not available on the FLEX_ATTENTION attention backend")
+    log.flush()
+    response = asyncio.run(post(anchored))
+    assert response.status_code == 400
+    assert "FLEX_ATTENTION" in response.json()["error"]["message"]
+    assert response.json()["error"]["param"] == "anchor"
+    assert asyncio.run(post(plain)).status_code == 200
+    assert len(reached) == 2

@@ -27,6 +27,25 @@ def test_rows_cross_processes(tmp_path):
     assert 0x123 not in found
 
 
+def _engine_verdict_in_child(path, reason):
+    log = SolveLog(path)
+    log.record_engine(reason)
+    log.flush()
+
+
+def test_the_engines_start_up_verdict_crosses_processes(tmp_path):
+    """An engine that cannot anchor says why at start-up; the server reads it (and a
+    restarted engine that can anchor clears it)."""
+    path = str(tmp_path / "solves.sqlite")
+    assert SolveLog(path).engine_unavailable() is None  # nothing said yet
+    for reason in ("anchored attention is not available on the FLEX_ATTENTION attention backend", None):
+        child = multiprocessing.get_context("spawn").Process(target=_engine_verdict_in_child, args=(path, reason))
+        child.start()
+        child.join(60)
+        assert SolveLog(path).engine_unavailable() == reason
+    assert SolveLog(None).engine_unavailable() is None
+
+
 def test_off_without_a_path():
     log = SolveLog(None)
     log.record(1, SolveOutcome(0.1, 1, True))

@@ -2,8 +2,8 @@
 
 `register()` is the `vllm.general_plugins` entry point. vLLM calls it in the API server,
 the engine core and every worker, possibly more than once per process, so it must be
-idempotent and cheap: it registers the anchored model classes by name (lazily: the model
-module is imported only when vLLM loads one of them).
+idempotent and cheap: it registers the anchored model classes and attention backends by
+name (lazily: a module is imported only when vLLM loads that model or picks that backend).
 """
 
 __version__ = "0.1.0"
@@ -23,7 +23,13 @@ ANCHORED_MODELS = {
 }
 
 
-ANCHORED_CPU_BACKEND = "vllm_videoanchor.engine.attention.AnchoredCPUAttentionBackend"
+# attention backend -> our subclass (same name; vLLM imports it only when it picks that backend)
+ANCHORED_BACKENDS = {
+    "CPU_ATTN": "vllm_videoanchor.engine.attention.AnchoredCPUAttentionBackend",
+    "FLASH_ATTN": "vllm_videoanchor.engine.gpu_attention.AnchoredFlashAttentionBackend",
+    "TRITON_ATTN": "vllm_videoanchor.engine.gpu_attention.AnchoredTritonAttentionBackend",
+    "FLASHINFER": "vllm_videoanchor.engine.flashinfer_attention.AnchoredFlashInferBackend",
+}
 
 
 def register() -> None:
@@ -36,5 +42,6 @@ def register() -> None:
 
     for architecture, target in ANCHORED_MODELS.items():
         ModelRegistry.register_model(architecture, target)
-    register_backend(AttentionBackendEnum.CPU_ATTN, ANCHORED_CPU_BACKEND)
+    for backend, target in ANCHORED_BACKENDS.items():
+        register_backend(AttentionBackendEnum[backend], target)
     _registered = True

@@ -43,17 +43,17 @@ class AnchoredCPUAttentionImpl(CPUAttentionBackendImpl):
         if attn_metadata is None or not GAINS.active() or self.attn_type != AttentionType.DECODER:
             return output
         num_blocks, _, block_size, _ = kv_cache.shape
-        requests = GAINS.begin_step(attn_metadata, num_blocks * block_size, block_size)
-        if requests:
+        rows = GAINS.begin_step(attn_metadata, num_blocks * block_size, block_size)
+        if rows.requests:
             layout = compat.layer_kv_layout(layer)
             if layout not in cpu_kv_layout.READABLE_ISAS:
                 # unreachable: engines with such a layout never solve (model.py); never fail a step
                 logger.error("anchored attention: cannot read KV layout %r; serving plain attention", layout)
                 return output
-            self._recompute(requests, query, cpu_kv_layout.kv_views(kv_cache, layout), attn_metadata, output)
+            self._recompute(rows, query, cpu_kv_layout.kv_views(kv_cache, layout), attn_metadata, output)
         return output
 
-    def _recompute(self, requests, query, kv_views, metadata, output):
+    def _recompute(self, rows, query, kv_views, metadata, output):
         key_cache, value_cache = kv_views
         step = compat.step_metadata(metadata)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
@@ -62,10 +62,10 @@ class AnchoredCPUAttentionImpl(CPUAttentionBackendImpl):
 
             anchored_prefill_attention(query, key_cache, value_cache, step.block_table, step.query_start_loc,
                                        step.seq_lens, GAINS.slot_gain_k, GAINS.slot_gain_v, self.scale, out,
-                                       torch.tensor(requests, dtype=torch.int32), step.max_query_len)
+                                       rows.indices, step.max_query_len, rows.enabled)
             return
         starts = step.query_start_loc.tolist()
-        for r in requests:
+        for r in rows.chosen():
             q = query[starts[r]:starts[r + 1]]
             anchored_paged_attention(
                 q, key_cache, value_cache,

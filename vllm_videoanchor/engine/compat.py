@@ -40,13 +40,30 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadataBuilder.build":
         ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
     "vllm.v1.attention.backends.cpu_attn:_get_attn_isa": ("dtype", "block_size", "head_size", "kv_cache_dtype"),
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.forward":
+        ("self", "layer", "query", "key", "value", "kv_cache", "attn_metadata", "output", "output_scale",
+         "output_block_scale"),
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.forward":
+        ("self", "layer", "query", "key", "value", "kv_cache", "attn_metadata", "output", "output_scale",
+         "output_block_scale"),
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionMetadataBuilder.build":
+        ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionMetadataBuilder.build":
+        ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
+    "vllm.config.compilation:CUDAGraphMode.has_full_cudagraphs": ("self",),
+    "vllm.utils.torch_utils:is_quantized_kv_cache": ("kv_cache_dtype",),
 }
 
 # "module:Class" -> dataclass fields read (or, for ProcessorInputs, replaced)
 PINNED_FIELDS: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadata":
-        ("num_actual_tokens", "max_query_len", "query_start_loc", "seq_lens", "block_table", "slot_mapping"),
-    "vllm.v1.attention.backend:CommonAttentionMetadata": ("is_prefilling",),
+        ("num_actual_tokens", "max_query_len", "max_seq_len", "query_start_loc", "seq_lens", "block_table",
+         "slot_mapping"),
+    "vllm.v1.attention.backend:CommonAttentionMetadata":
+        ("is_prefilling", "max_query_len", "max_seq_len", "query_start_loc", "query_start_loc_cpu", "seq_lens",
+         "block_table_tensor"),
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionMetadata": ("num_actual_tokens", "slot_mapping"),
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionMetadata": ("num_actual_tokens", "slot_mapping"),
     "vllm.multimodal.processing.processor:ProcessorInputs": ("hf_processor_mm_kwargs",),
 }
 
@@ -59,6 +76,15 @@ PINNED_SOURCE: dict[str, tuple[str, ...]] = {
     "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLForConditionalGeneration._postprocess_video_embeds_evs":
         ("torch.cat",),
     "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadataBuilder._set_isa_to_layers": ("layer.isa",),
+    # what the GPU kernel reads: the logical per-layer cache and its split into K and V
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.forward":
+        ("kv_cache.transpose(1, 2).split(self.head_size, dim=-1)",),
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.forward": ("kv_cache.transpose(1, 2)",),
+    "vllm.model_executor.layers.attention.attention:Attention.__init__": ("self.impl", "self.attn_backend"),
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.__init__":
+        ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.__init__":
+        ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
 }
 
 # Columns EVS (video pruning) appends to image and video embeddings: M-RoPE positions
@@ -157,26 +183,57 @@ def image_newline(model) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class StepMetadata:
-    """The attention-metadata fields the anchored path reads (CPU_ATTN's names)."""
+    """The attention-metadata fields the anchored path reads (CPU_ATTN's names), with the
+    host copies it needs to decide without a device-to-host sync."""
 
     num_actual_tokens: int
     max_query_len: int
+    max_seq_len: int
     slot_mapping: torch.Tensor
     query_start_loc: torch.Tensor
+    query_start_loc_cpu: torch.Tensor
     seq_lens: torch.Tensor
     block_table: torch.Tensor
     is_prefilling: torch.Tensor | None
 
 
+# the attribute under which the CUDA builders leave the step's CommonAttentionMetadata
+COMMON_METADATA_ATTR = "videoanchor_common"
+
+
 def step_metadata(metadata) -> StepMetadata:
-    return StepMetadata(metadata.num_actual_tokens, metadata.max_query_len, metadata.slot_mapping,
-                        metadata.query_start_loc,
-                        metadata.seq_lens, metadata.block_table, getattr(metadata, "is_prefilling", None))
+    """CPU_ATTN's metadata holds everything on the host; the CUDA backends' metadata carries
+    the CommonAttentionMetadata it was built from (FlashInfer's has no block table, seq
+    lens or query starts of its own), with host copies of the query starts."""
+    common = getattr(metadata, COMMON_METADATA_ATTR, None)
+    if common is None:
+        return StepMetadata(metadata.num_actual_tokens, metadata.max_query_len, metadata.max_seq_len,
+                            metadata.slot_mapping, metadata.query_start_loc, metadata.query_start_loc,
+                            metadata.seq_lens, metadata.block_table, getattr(metadata, "is_prefilling", None))
+    return StepMetadata(metadata.num_actual_tokens, common.max_query_len, common.max_seq_len,
+                        metadata.slot_mapping, common.query_start_loc, common.query_start_loc_cpu,
+                        common.seq_lens, common.block_table_tensor, common.is_prefilling)
 
 
 def copy_is_prefilling(metadata, common_attn_metadata) -> None:
     """Builders hand `is_prefilling` (a CPU bool per request) on to the impl."""
     metadata.is_prefilling = common_attn_metadata.is_prefilling
+
+
+def keep_common_metadata(metadata, common_attn_metadata) -> None:
+    """CUDA builders keep the step's CommonAttentionMetadata on their metadata (a reference:
+    nothing is copied or computed for plain steps)."""
+    setattr(metadata, COMMON_METADATA_ATTR, common_attn_metadata)
+
+
+def cuda_kv_views(kv_cache: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V as [num_blocks, block_size, num_kv_heads, head_size] strided views of a CUDA
+    backend's logical [num_blocks, num_kv_heads, block_size, 2 * head_size] layer cache
+    (the same split FLASH_ATTN and TRITON_ATTN make; FLASHINFER receives the same logical
+    view and permutes it for its own kernels). The physical layout (NHD or HND) only
+    changes the strides, which the kernel reads."""
+    key_cache, value_cache = kv_cache.transpose(1, 2).split(head_size, dim=-1)
+    return key_cache, value_cache
 
 
 def layer_kv_layout(layer) -> str | None:
@@ -203,6 +260,31 @@ def engine_kv_layout(vllm_config) -> str | None:
                              cache_config.cache_dtype)
     except NotImplementedError:  # vLLM itself will refuse this configuration
         return "unsupported"
+
+
+def is_quantized_kv_cache(kv_cache_dtype: str) -> bool:
+    from vllm.utils.torch_utils import is_quantized_kv_cache as quantized
+
+    return quantized(kv_cache_dtype)
+
+
+def decoder_attention_layers(model) -> list[tuple[str, object, str]]:
+    """(name, impl, backend name) of every decoder self-attention layer of a constructed
+    model (vLLM's Attention layers carry `impl` and `attn_backend`)."""
+    from vllm.v1.attention.backend import AttentionType
+
+    layers = []
+    for name, module in model.named_modules():
+        impl, backend = getattr(module, "impl", None), getattr(module, "attn_backend", None)
+        if impl is not None and backend is not None and getattr(impl, "attn_type", None) == AttentionType.DECODER:
+            layers.append((name, impl, backend.get_name()))
+    return layers
+
+
+def full_cuda_graphs(vllm_config) -> bool:
+    """Whether the engine replays FULL CUDA graphs (steps in which no Python runs)."""
+    mode = vllm_config.compilation_config.cudagraph_mode
+    return mode is not None and mode.has_full_cudagraphs()
 
 
 def is_cpu_platform() -> bool:

@@ -112,14 +112,8 @@ def unreadable_layout_on(architecture: str) -> str | None:
     return layout if layout not in READABLE_ISAS else None
 
 
-NOT_ON_CPU = "anchored attention is only wired for vLLM's CPU attention backend in this version"
-
-
-def unavailable_reason(layout: str | None, kv_cache_dtype: str) -> str | None:
-    """Why an engine with this CPU KV layout and cache dtype cannot anchor (None: it can).
-    layout None means the engine is not on CPU."""
-    if layout is None:
-        return NOT_ON_CPU
+def unavailable_reason(layout: str, kv_cache_dtype: str) -> str | None:
+    """Why a CPU engine with this KV layout and cache dtype cannot anchor (None: it can)."""
     if kv_cache_dtype.startswith("fp8"):
         return f"anchored attention cannot read an FP8 KV cache (--kv-cache-dtype {kv_cache_dtype})"
     if layout not in READABLE_ISAS:

@@ -7,14 +7,66 @@ hits read them back through the block table). Anchored attention over a context 
 gains are all 1 is plain attention, so a request needs the anchored path iff its context
 holds a gain != 1: no request ids needed. Until the first anchored request, nothing is
 written or read (one flag check per layer).
+
+No device-to-host sync on either path (the same code serves CPU and CUDA): padded slots
+(-1) write a spare slot at the end of the cache instead of being filtered out, and which
+prefilling requests hold a gain != 1 is decided on the device (one flag per request, read
+by the kernel); which requests are prefilling comes from the host copies of the metadata.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from . import compat
-from .anchored_attention import context_slots
+
+
+@dataclass(frozen=True)
+class AnchoredRows:
+    """The step's prefilling requests (a host list, and the same as int32 on the device)
+    and, per request, whether its context holds a gain != 1 (device int32: 1 for the
+    requests that need the anchored path; the kernel skips the others)."""
+
+    requests: list[int]
+    indices: torch.Tensor
+    enabled: torch.Tensor
+
+    def chosen(self) -> list[int]:
+        """The requests that need the anchored path (reads `enabled` on the host: for the
+        CPU engine's torch path, where that costs nothing)."""
+        return [r for r, on in zip(self.requests, self.enabled.tolist()) if on]
+
+
+NO_ROWS = AnchoredRows([], torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int32))
+
+
+def prefilling_requests(step: compat.StepMetadata) -> list[int]:
+    """Requests of the step with prefill tokens (decode rows stay plain), from host data:
+    vLLM's `is_prefilling` where the runner provides it (a one-token prefill row, e.g. a
+    full prefix-cache hit recomputing the last prompt token, is still a prefill), else
+    chunks of more than one token."""
+    starts = step.query_start_loc_cpu
+    q_lens = starts[1:] - starts[:-1]
+    prefill = step.is_prefilling[:q_lens.shape[0]].bool() if step.is_prefilling is not None else q_lens > 1
+    return torch.nonzero((q_lens > 0) & prefill).flatten().tolist()
+
+
+def context_holds_gains(step: compat.StepMetadata, rows: torch.Tensor, slot_gain_k: torch.Tensor,
+                        slot_gain_v: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Per request of `rows` (device int32: 1 or 0): does any slot of its context hold a
+    gain != 1? One gather over the requests' block-table rows, masked by their context
+    lengths; no sync."""
+    device = step.block_table.device
+    rows = rows.long()
+    blocks = step.block_table[rows][:, :-(-step.max_seq_len // block_size)].long()  # [R, n_blocks]
+    positions = torch.arange(blocks.shape[1] * block_size, device=device)
+    slots = (blocks[:, :, None] * block_size + positions[:block_size]).reshape(rows.shape[0], -1)
+    in_context = positions[None, :] < step.seq_lens[rows].long()[:, None]
+    slots = torch.where(in_context, slots, 0)
+    differs = (slot_gain_k[slots] != 1) | (slot_gain_v[slots] != 1)
+    return (differs & in_context).any(dim=1).to(torch.int32)
 
 
 class GainState:
@@ -26,8 +78,8 @@ class GainState:
         self.live = False  # some slot may hold a gain != 1
         self.slot_gain_k: torch.Tensor | None = None
         self.slot_gain_v: torch.Tensor | None = None
-        self.step_requests: list[int] = []  # requests of this step needing the anchored path
-        self._step_metadata = None  # the attention metadata step_requests were found for
+        self.step_rows: AnchoredRows = NO_ROWS  # this step's candidates for the anchored path
+        self._step_metadata = None  # the attention metadata step_rows were found for
 
     def publish_step(self, gains: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """Gains of this step's tokens (None: all 1)."""
@@ -37,50 +89,42 @@ class GainState:
     def active(self) -> bool:
         return self.pending_write or self.live
 
-    def begin_step(self, metadata, num_slots: int, block_size: int) -> list[int]:
-        """Called by every attention layer; the first of the step stores the step's gains at
-        its KV slots, and the requests needing the anchored path are found once per metadata
-        object (layers sharing a KV-cache group share it), not once per layer."""
+    def begin_step(self, metadata, num_slots: int, block_size: int) -> AnchoredRows:
+        """Called by every attention layer with its backend's metadata; the first of the
+        step stores the step's gains at its KV slots, and the requests needing the anchored
+        path are found once per metadata object (layers sharing a KV-cache group share
+        it), not once per layer."""
+        step = compat.step_metadata(metadata)
         if self.pending_write:
             self.pending_write = False
-            step = compat.step_metadata(metadata)
             self._write_slots(step.slot_mapping[:step.num_actual_tokens], num_slots)
             self._step_metadata = None
         if metadata is not self._step_metadata:
             self._step_metadata = metadata
-            self.step_requests = self._anchored_requests(compat.step_metadata(metadata), block_size)
-        return self.step_requests
-
-    def _anchored_requests(self, metadata: compat.StepMetadata, block_size: int) -> list[int]:
-        """Prefilling requests whose context holds a gain != 1 (decode rows stay plain)."""
-        starts = metadata.query_start_loc.tolist()
-        prefilling = metadata.is_prefilling
-        chosen = []
-        for r, context_len in enumerate(metadata.seq_lens.tolist()):
-            q_len = starts[r + 1] - starts[r]
-            is_prefill = bool(prefilling[r]) if prefilling is not None else q_len > 1
-            if q_len == 0 or not is_prefill:
-                continue
-            slots = context_slots(metadata.block_table[r], context_len, block_size)
-            if bool((self.slot_gain_k[slots] != 1).any() | (self.slot_gain_v[slots] != 1).any()):
-                chosen.append(r)
-        return chosen
+            requests = prefilling_requests(step)
+            if requests and self.slot_gain_k is not None:
+                indices = torch.tensor(requests, dtype=torch.int32).to(step.block_table.device, non_blocking=True)
+                enabled = context_holds_gains(step, indices, self.slot_gain_k, self.slot_gain_v, block_size)
+                self.step_rows = AnchoredRows(requests, indices, enabled)
+            else:
+                self.step_rows = NO_ROWS
+        return self.step_rows
 
     def _write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:
-        """Store the step's gains (1 where none were published) at its KV slots."""
-        if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots:
-            self.slot_gain_k = torch.ones(num_slots, dtype=torch.float32, device=slot_mapping.device)
+        """Store the step's gains (1 where none were published) at its KV slots; padded
+        rows (slot -1) write the spare slot at index num_slots, which no request reads."""
+        if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots + 1:
+            self.slot_gain_k = torch.ones(num_slots + 1, dtype=torch.float32, device=slot_mapping.device)
             self.slot_gain_v = torch.ones_like(self.slot_gain_k)
         n = slot_mapping.numel()
-        valid = slot_mapping >= 0
-        slots = slot_mapping[valid].long()
+        slots = torch.where(slot_mapping >= 0, slot_mapping.long(), num_slots)
         if self.step_gains is None:
-            self.slot_gain_k[slots] = 1.0
-            self.slot_gain_v[slots] = 1.0
+            self.slot_gain_k.index_fill_(0, slots, 1.0)
+            self.slot_gain_v.index_fill_(0, slots, 1.0)
         else:
-            gain_k, gain_v = (g[:n].to(slot_mapping.device)[valid] for g in self.step_gains)
-            self.slot_gain_k[slots] = gain_k
-            self.slot_gain_v[slots] = gain_v
+            gain_k, gain_v = (g[:n].to(self.slot_gain_k.device) for g in self.step_gains)
+            self.slot_gain_k.index_copy_(0, slots, gain_k)
+            self.slot_gain_v.index_copy_(0, slots, gain_v)
             self.live = True
 
 

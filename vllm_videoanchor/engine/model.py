@@ -18,7 +18,8 @@ from vllm.logger import init_logger
 from ..anchor import compute_anchor_gains
 from ..settings import process_settings
 from ..ssc.cupy_admm import check_solver_backend
-from . import compat, cpu_kv_layout, joint
+from . import compat, joint
+from .availability import unavailable_reason
 from .gains import GAINS
 from .option import content_digest, decode, item_digest, item_group
 from .packed import PackedLayout
@@ -67,19 +68,20 @@ class AnchorModelMixin:
     def __init__(self, *, vllm_config, prefix: str = ""):
         check_parallel_config(vllm_config.parallel_config)
         settings = process_settings()
-        # an engine whose KV layout the anchored attention cannot read never solves: its
-        # anchored items are served plain and reported failed (a server that anchors by
-        # default refuses to start instead)
-        self._anchor_unavailable = cpu_kv_layout.unavailable_reason(compat.engine_kv_layout(vllm_config),
-                                                                    compat.engine_kv_cache_dtype(vllm_config))
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        # an engine that cannot run the anchored attention (availability.py) never solves:
+        # a server that anchors by default refuses to start; otherwise the reason goes to
+        # the solve log (the server answers anchored requests 400 with it) and anchored
+        # items that still reach the engine are served plain and reported failed
+        self._anchor_unavailable = unavailable_reason(vllm_config, self)
         if self._anchor_unavailable and settings.anchor_default:
             raise ValueError(f"vllm-videoanchor: --anchor-default on, but {self._anchor_unavailable}")
         if not self._anchor_unavailable:
             check_attention_kernel()
             check_solver_backend(settings.solver_backend)
         self._solver_backend = settings.solver_backend
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._solve_log = SolveLog(settings.solve_log)
+        self._solve_log.record_engine(self._anchor_unavailable)
         self._joint_gains = joint.JointGains()
         self._layout = PackedLayout(compat.text_hidden_size(self), compat.deepstack_columns(self),
                                     compat.evs_columns(self))
@@ -178,8 +180,8 @@ class AnchorModelMixin:
             gains_v.append(gain_v)
         step_k = torch.ones(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
         step_v = torch.ones_like(step_k)
-        mask = is_multimodal.to(input_ids.device)
-        step_k[mask] = torch.cat(gains_k).to(step_k.device)
-        step_v[mask] = torch.cat(gains_v).to(step_v.device)
+        mask = is_multimodal.to(input_ids.device)  # masked_scatter_: no device-to-host sync on CUDA
+        step_k.masked_scatter_(mask, torch.cat(gains_k).to(step_k))
+        step_v.masked_scatter_(mask, torch.cat(gains_v).to(step_v))
         GAINS.publish_step((step_k, step_v))
         return super().embed_input_ids(input_ids, stripped, is_multimodal=is_multimodal)

@@ -42,14 +42,14 @@ PARAMS_KEY = "videoanchor_params"
 
 def unavailable_reason(info) -> str | None:
     """Why this engine cannot anchor a request (None when it can)."""
-    if not compat.is_cpu_platform():
-        return f"{ANCHOR_KEY}: {cpu_kv_layout.NOT_ON_CPU}"
     rate = compat.video_pruning_rate(info)
     if rate:
         return (f"{ANCHOR_KEY}: this server prunes video tokens (video_pruning_rate={rate}, EVS), which "
                 "anchoring does not support; send the request without `anchor`, or serve with "
                 "video_pruning_rate=0")
-    layout = cpu_kv_layout.unreadable_layout_on(compat.host_cpu_architecture())
+    # what the engine itself found at start-up (its backend, KV cache, CUDA graphs) reaches
+    # the server through the solve log (availability.py); the host's CPU is known here
+    layout = compat.is_cpu_platform() and cpu_kv_layout.unreadable_layout_on(compat.host_cpu_architecture())
     if layout:
         return f"{ANCHOR_KEY}: {cpu_kv_layout.unreadable_isa_message(layout)}"
     return None

@@ -26,8 +26,11 @@ from dataclasses import dataclass
 logger = logging.getLogger("vllm.videoanchor")
 
 KEEP_SECONDS = 86400.0
+_ENGINE = object()  # the queue's key for the engine's start-up verdict
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
            "converged INTEGER, error TEXT, at REAL)")
+# one row: why the engines cannot anchor (NULL when they can), written at their start-up
+_ENGINE_SCHEMA = "CREATE TABLE IF NOT EXISTS engine (id INTEGER PRIMARY KEY CHECK (id = 0), unavailable TEXT, at REAL)"
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,32 @@ class SolveLog:
         """Queue an outcome for the background writer (returns at once)."""
         if not self.path or not digest:
             return
+        self._put((digest, outcome, time.time()))
+
+    def record_engine(self, unavailable: str | None) -> None:
+        """The engine's start-up verdict: why it cannot anchor, or None (it can)."""
+        if self.path:
+            self._put((_ENGINE, unavailable, time.time()))
+
+    def engine_unavailable(self) -> str | None:
+        """Why the engines cannot anchor, as they reported it (None: they can, or have not said)."""
+        conn = self._connection()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT unavailable FROM engine WHERE id = 0").fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def _put(self, item) -> None:
         with self._lock:
             if self._writer is None:
                 self._queue = queue.SimpleQueue()
                 self._writer = threading.Thread(target=self._write_forever, name="videoanchor-solve-log",
                                                 daemon=True)
                 self._writer.start()
-        self._queue.put((digest, outcome, time.time()))
+        self._queue.put(item)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued outcome is on disk (tests, shutdown)."""
@@ -102,6 +124,9 @@ class SolveLog:
             if conn is None:
                 continue
             try:
+                if digest is _ENGINE:
+                    conn.execute("INSERT OR REPLACE INTO engine VALUES (0, ?, ?)", (outcome, at))
+                    continue
                 conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?, ?)",
                              (digest, outcome.seconds, outcome.iterations, int(outcome.converged), outcome.error,
                               at))
@@ -120,6 +145,7 @@ class SolveLog:
                 conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
+                conn.execute(_ENGINE_SCHEMA)
             except (OSError, sqlite3.Error):
                 return None
             self._local.conn = conn

@@ -48,6 +48,12 @@ class Check:
 
 # --- the engine side (a worker process) -------------------------------------------------
 
+def _on_cuda() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cuda()
+
+
 def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -> dict:
     """Runs the requests in this process's vLLM and returns their summaries."""
     from vllm import LLM, SamplingParams
@@ -57,8 +63,12 @@ def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -
 
     solves = record_solves() if mode == "plugin" else []
     kwargs = {"attention_backend": backend} if backend else {}
+    if _on_cuda():  # what `vllm-videoanchor serve` runs: PIECEWISE CUDA graphs, compiled
+        kwargs["compilation_config"] = {"cudagraph_mode": "PIECEWISE"}
+    else:
+        kwargs["enforce_eager"] = True
     llm = LLM(model=model, max_model_len=2048, dtype=dtype, trust_remote_code=model_spec(model).trust_remote_code,
-              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk, enforce_eager=True,
+              limit_mm_per_prompt={"video": 1, "image": 1}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=True, **kwargs)
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
     video, image = placeholders(model)
