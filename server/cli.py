@@ -1,5 +1,7 @@
 """`vllm-videoanchor serve MODEL [--anchor-* flags] [any vLLM server flags]`
 `vllm-videoanchor selftest [--arch ...] [--attention-backend NAME] [--chunked]`
+`vllm-videoanchor router --encoder URL [URL ...] --decode URL [--port P]`
+`vllm-videoanchor disagg MODEL [--port P] [any vLLM server flags]`  (encoder + decode + router)
 
 Starts vLLM's OpenAI-compatible server (the module entry point: `vllm serve` does not start
 under the CPU build) with the plugin, our middleware and `--trust-request-mm-kwargs` (the
@@ -11,6 +13,7 @@ the engine processes' solver metrics appear on /metrics) and the solve log.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -35,6 +38,10 @@ def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("selftest", help="check anchoring on this vLLM install and device (tiny models)",
                         add_help=False)
+    commands.add_parser("router", help="the front of the disaggregated mode (encoder first, then decode)",
+                        add_help=False)
+    commands.add_parser("disagg", help="start an encoder instance, a decode instance and the router",
+                        add_help=False)
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
                                 description="Any flag not listed here goes to vLLM's server unchanged.")
     serve.add_argument("model")
@@ -48,8 +55,31 @@ def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
                        help="largest media_io_kwargs.video.num_frames a request may ask for")
     serve.add_argument("--anchor-solver-backend", choices=("torch", "cupy"), default=defaults.solver_backend,
                        help="array library of the SSC solve (cupy: GPU engines with CuPy installed)")
+    serve.add_argument("--anchor-role", choices=ROLES, default="single",
+                       help="single: one instance does everything; encoder / decode: the two sides of vLLM's "
+                       "encoder disaggregation (the encoder instance runs the vision tower and the solve, the "
+                       "decode instance prefill and decode; put `vllm-videoanchor router` in front)")
+    serve.add_argument("--anchor-ec-path", help="directory the encoder and decode instances share, where vLLM's "
+                       "EC connector leaves encoder outputs (with their gains); required with --anchor-role")
     serve.add_argument("--api-key", nargs="+", action="extend", help="passed to vLLM; also guards our layer")
     return parser
+
+
+ROLES = ("single", "encoder", "decode")
+EC_ROLES = {"encoder": "ec_producer", "decode": "ec_consumer"}
+
+
+def ec_transfer_flags(role: str, ec_path: str | None) -> list[str]:
+    """vLLM's --ec-transfer-config for a side of the disaggregated mode (its shared-storage
+    EC connector, which keeps each encoder output under its multimodal hash: the anchor
+    option is part of that hash, so anchored and plain outputs never mix)."""
+    if role == "single":
+        return []
+    if not ec_path:
+        raise ValueError(f"--anchor-role {role} needs --anchor-ec-path (a directory both instances share)")
+    config = {"ec_connector": "ECExampleConnector", "ec_role": EC_ROLES[role],
+              "ec_connector_extra_config": {"shared_storage_path": ec_path}}
+    return ["--ec-transfer-config", json.dumps(config)]
 
 
 # vLLM flags that set the compilation config (and so the cudagraph mode) themselves
@@ -78,7 +108,8 @@ def server_command(argv: list[str], on_cuda: bool | None = None) -> tuple[list[s
     settings = AnchorSettings(**{**defaults.model_dump(), **flags})  # validated: flags out of range raise
     env = settings.to_env()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
-               "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest]
+               "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest,
+               *ec_transfer_flags(args.anchor_role, args.anchor_ec_path)]
     user_compilation = any(arg.split("=", 1)[0].split(".", 1)[0] in COMPILATION_FLAGS or arg.startswith("-O")
                            for arg in rest)
     if not user_compilation and (_on_cuda() if on_cuda is None else on_cuda):
@@ -95,6 +126,14 @@ def main(argv: list[str] | None = None) -> None:
         from vllm_videoanchor.testing.selftest import main as selftest  # only this command loads it
 
         sys.exit(selftest(argv[1:]))
+    if argv[:1] == ["router"]:
+        from .router import main as router
+
+        return router(argv[1:])
+    if argv[:1] == ["disagg"]:
+        from .disagg import main as disagg
+
+        sys.exit(disagg(argv[1:]))
     try:
         command, env = server_command(argv)
     except ValueError as exc:  # pydantic: a flag out of range

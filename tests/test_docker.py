@@ -115,3 +115,25 @@ def test_entrypoint_starts_the_tiny_model_server_outside_docker(tmp_path):
         response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
         assert response.headers["x-videoanchor-anchor"] == "off"  # our layer is there; no video, no anchoring
+
+
+@pytest.mark.parametrize("profile,prefix", [("disagg", "epd-"), ("disagg-cpu", "epd-cpu-")])
+def test_disaggregated_profiles_wire_encoder_decode_and_router(compose, profile, prefix):
+    services = {n: s for n, s in compose["services"].items() if profile in s.get("profiles", [])}
+    assert set(services) == {prefix + "encoder", prefix + "decode", prefix + "router"}
+    for role in ("encoder", "decode"):
+        service = services[prefix + role]
+        assert f"--anchor-role={role}" in service["command"] and "--anchor-ec-path=/ec" in service["command"]
+        assert "ec:/ec" in service["volumes"]  # one EC directory for both sides
+        assert service["environment"]["VIDEOANCHOR_SOLVE_LOG"].startswith("/ec/")  # and one solve log
+        assert "/health" in " ".join(service["healthcheck"]["test"])
+    router = services[prefix + "router"]
+    assert router["entrypoint"] == ["vllm-videoanchor", "router"]
+    command = router["command"]
+    assert command[command.index("--encoder") + 1] == f"http://{prefix}encoder:8000"
+    assert command[command.index("--decode") + 1] == f"http://{prefix}decode:8000"
+    assert set(router["depends_on"]) == {prefix + "encoder", prefix + "decode"}
+    if profile == "disagg":  # each side on its own GPU
+        devices = [services[prefix + r]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+                   for r in ("encoder", "decode")]
+        assert devices == [["${GPU_E:-0}"], ["${GPU_PD:-1}"]]

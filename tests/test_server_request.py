@@ -152,3 +152,28 @@ def test_anchored_requests_get_400_when_the_engine_cannot_anchor(tmp_path, monke
     assert response.json()["error"]["param"] == "anchor"
     assert asyncio.run(post(plain)).status_code == 200
     assert len(reached) == 2
+
+
+def test_serve_roles_of_the_disaggregated_mode_configure_vllms_ec_connector():
+    import json
+
+    for role, ec_role in (("encoder", "ec_producer"), ("decode", "ec_consumer")):
+        command, _ = server_command(["serve", "m", "--anchor-role", role, "--anchor-ec-path", "/shared/ec"],
+                                    on_cuda=False)
+        config = json.loads(command[command.index("--ec-transfer-config") + 1])
+        assert config == {"ec_connector": "ECExampleConnector", "ec_role": ec_role,
+                          "ec_connector_extra_config": {"shared_storage_path": "/shared/ec"}}
+    assert "--ec-transfer-config" not in server_command(["serve", "m"], on_cuda=False)[0]
+    with pytest.raises(ValueError, match="--anchor-ec-path"):
+        server_command(["serve", "m", "--anchor-role", "decode"], on_cuda=False)
+
+
+def test_the_router_asks_the_encoder_instance_for_no_generation():
+    from vllm_videoanchor_server.router import encoder_request
+
+    body = {"model": "m", "messages": [], "stream": True, "stream_options": {"include_usage": True}, "n": 2,
+            "max_tokens": 512, "max_completion_tokens": 512, "anchor": {"alpha_k": 4.0}, "prompt_logprobs": 1}
+    sent = encoder_request(body)
+    assert sent == {"model": "m", "messages": [], "max_tokens": 1, "max_completion_tokens": 1,
+                    "anchor": {"alpha_k": 4.0}}
+    assert body["stream"] is True  # the client's request is forwarded to the decode instance unchanged

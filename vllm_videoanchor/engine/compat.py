@@ -81,6 +81,8 @@ PINNED_SOURCE: dict[str, tuple[str, ...]] = {
         ("kv_cache.transpose(1, 2).split(self.head_size, dim=-1)",),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.forward": ("kv_cache.transpose(1, 2)",),
     "vllm.model_executor.layers.attention.attention:Attention.__init__": ("self.impl", "self.attn_backend"),
+    "vllm.config.ec_transfer:ECTransferConfig": ("def is_ec_consumer", "def is_ec_producer"),
+    "vllm.config.vllm:VllmConfig": ("ec_transfer_config",),
     "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.__init__":
         ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.__init__":
@@ -285,6 +287,14 @@ def full_cuda_graphs(vllm_config) -> bool:
     """Whether the engine replays FULL CUDA graphs (steps in which no Python runs)."""
     mode = vllm_config.compilation_config.cudagraph_mode
     return mode is not None and mode.has_full_cudagraphs()
+
+
+def ec_decode_only(vllm_config) -> bool:
+    """Whether this engine is the prefill/decode side of vLLM's encoder disaggregation (an
+    EC consumer that does not encode for others): its anchored items arrive encoded and
+    solved through the EC connector."""
+    config = vllm_config.ec_transfer_config
+    return config is not None and config.is_ec_consumer and not config.is_ec_producer
 
 
 def is_cpu_platform() -> bool:

@@ -46,6 +46,11 @@ def modality_order(kwargs) -> list[str]:
     return order
 
 
+DECODE_ONLY = ("the encoder output of this anchored item did not arrive from an encoder instance, and this "
+               "prefill/decode instance does not solve (encoder disaggregation): send the request through "
+               "the router, which runs the encoder instance first")
+
+
 def check_parallel_config(parallel_config) -> None:
     """Pipeline parallelism is refused at start-up: only the first stage sees the embeddings
     (and so the gains); later stages would silently run plain attention."""
@@ -80,6 +85,9 @@ class AnchorModelMixin:
             check_attention_kernel()
             check_solver_backend(settings.solver_backend)
         self._solver_backend = settings.solver_backend
+        # the decode side of encoder disaggregation never solves (its anchored items arrive
+        # solved from the encoder instance); an item that did not arrive is served plain
+        self._decode_only = compat.ec_decode_only(vllm_config)
         self._solve_log = SolveLog(settings.solve_log)
         self._solve_log.record_engine(self._anchor_unavailable)
         self._joint_gains = joint.JointGains()
@@ -144,6 +152,8 @@ class AnchorModelMixin:
         the item is served plain, the failure is logged, counted and reported)."""
         if self._anchor_unavailable:
             return self._fail(digest, self._anchor_unavailable)
+        if self._decode_only:
+            return self._fail(digest, DECODE_ONLY)
         try:
             gains = compute_anchor_gains(tokens.float(), params, backend=self._solver_backend)
         except Exception as exc:  # noqa: BLE001 - whatever the solver raises, the step goes on
