@@ -98,6 +98,15 @@ def test_anchored_requests_through_the_router_equal_the_single_instance(setup):
     again = ask(setup["router"], setup["model"], setup["video"], anchor=True)
     assert largest_difference(again, routed) <= 1e-5
     assert solves(setup["encoder"]) >= 1 and solves(setup["decode"]) == 0
+    # streamed: the router relays the chunks and the headers
+    body = {"model": setup["model"], "max_tokens": 4, "temperature": 0.0, "stream": True, "anchor": True,
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": setup["video"]}},
+                                                      {"type": "text", "text": "How many chairs?"}]}]}
+    with httpx.stream("POST", setup["router"] + "/v1/chat/completions", json=body, timeout=300) as response:
+        assert response.status_code == 200
+        assert response.headers["x-videoanchor-anchor"] == "applied"
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) >= 3
 
 
 def test_the_decode_instance_never_solves(setup):
