@@ -36,14 +36,23 @@ def test_the_overridden_methods_are_the_pinned_ones():
     """Each vLLM method a mixin overrides is pinned (an unpinned override would go unchecked)."""
     from vllm.multimodal.processing.processor import BaseMultiModalProcessor
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl, CPUAttentionMetadataBuilder
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionImpl, FlashAttentionMetadataBuilder
+    from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl, TritonAttentionMetadataBuilder
 
+    from vllm_videoanchor.engine import gpu_attention
     from vllm_videoanchor.engine.attention import AnchoredCPUAttentionImpl, AnchoredCPUAttentionMetadataBuilder
     from vllm_videoanchor.engine.processor import AnchorProcessorMixin
 
     pinned = {path.rsplit(".", 1)[1] for path in compat.PINNED_METHODS}
     for ours, theirs in ((AnchorProcessorMixin, BaseMultiModalProcessor),
                          (AnchoredCPUAttentionImpl, CPUAttentionBackendImpl),
-                         (AnchoredCPUAttentionMetadataBuilder, CPUAttentionMetadataBuilder)):
-        overridden = {name for name in vars(ours) if hasattr(theirs, name) and callable(getattr(ours, name))
+                         (AnchoredCPUAttentionMetadataBuilder, CPUAttentionMetadataBuilder),
+                         (gpu_attention.AnchoredFlashAttentionImpl, FlashAttentionImpl),
+                         (gpu_attention.AnchoredFlashAttentionMetadataBuilder, FlashAttentionMetadataBuilder),
+                         (gpu_attention.AnchoredTritonAttentionImpl, TritonAttentionImpl),
+                         (gpu_attention.AnchoredTritonAttentionMetadataBuilder, TritonAttentionMetadataBuilder)):
+        # what our classes in the MRO (the class and its mixins) define
+        defined = {name for cls in ours.__mro__ if cls.__module__.startswith("vllm_videoanchor") for name in vars(cls)}
+        overridden = {name for name in defined if hasattr(theirs, name) and callable(getattr(ours, name))
                       and not name.startswith("__")}
         assert overridden and overridden <= pinned, overridden - pinned

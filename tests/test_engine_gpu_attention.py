@@ -37,6 +37,7 @@ from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
 import vllm_videoanchor  # noqa: E402
 from vllm_videoanchor.engine import availability, compat, gains, gpu_attention  # noqa: E402
 from vllm_videoanchor.engine.gains import GainState  # noqa: E402
+from vllm_videoanchor.kernels import anchored_prefill  # noqa: E402, F401 - decorated while TRITON_INTERPRET is set
 
 if _PREVIOUS_INTERPRET is None:
     os.environ.pop("TRITON_INTERPRET", None)
@@ -47,6 +48,12 @@ in_process = pytest.mark.skipif(not IN_PROCESS, reason="triton was imported with
                                 "process: test_in_fresh_interpreter_process runs these")
 
 HQ, HKV, D, BLOCK = 4, 2, 32, 16
+
+
+@pytest.fixture(autouse=True)
+def _interpret_env(monkeypatch):
+    """Triton modules imported lazily during a test (vLLM's, the kernel's) need the same mode."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
 BUILDERS = [gpu_attention.AnchoredFlashAttentionMetadataBuilder, gpu_attention.AnchoredTritonAttentionMetadataBuilder]
 
 
@@ -76,7 +83,7 @@ def vllm_config(tmp_path_factory):
 def state(monkeypatch):
     """A fresh per-process gain state for the layers under test."""
     fresh = GainState()
-    monkeypatch.setattr(gpu_attention, "GAINS", fresh)
+    monkeypatch.setattr(gains, "GAINS", fresh)
     return fresh
 
 

@@ -32,6 +32,7 @@ class AnchoredRows:
     requests: list[int]
     indices: torch.Tensor
     enabled: torch.Tensor
+    step: compat.StepMetadata | None  # the step's metadata they were found in
 
     def chosen(self) -> list[int]:
         """The requests that need the anchored path (reads `enabled` on the host: for the
@@ -39,7 +40,7 @@ class AnchoredRows:
         return [r for r, on in zip(self.requests, self.enabled.tolist()) if on]
 
 
-NO_ROWS = AnchoredRows([], torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int32))
+NO_ROWS = AnchoredRows([], torch.zeros(0, dtype=torch.int32), torch.zeros(0, dtype=torch.int32), None)
 
 
 def prefilling_requests(step: compat.StepMetadata) -> list[int]:
@@ -94,20 +95,20 @@ class GainState:
         step stores the step's gains at its KV slots, and the requests needing the anchored
         path are found once per metadata object (layers sharing a KV-cache group share
         it), not once per layer."""
+        if not self.pending_write and metadata is self._step_metadata:
+            return self.step_rows
         step = compat.step_metadata(metadata)
         if self.pending_write:
             self.pending_write = False
             self._write_slots(step.slot_mapping[:step.num_actual_tokens], num_slots)
-            self._step_metadata = None
-        if metadata is not self._step_metadata:
-            self._step_metadata = metadata
-            requests = prefilling_requests(step)
-            if requests and self.slot_gain_k is not None:
-                indices = torch.tensor(requests, dtype=torch.int32).to(step.block_table.device, non_blocking=True)
-                enabled = context_holds_gains(step, indices, self.slot_gain_k, self.slot_gain_v, block_size)
-                self.step_rows = AnchoredRows(requests, indices, enabled)
-            else:
-                self.step_rows = NO_ROWS
+        self._step_metadata = metadata
+        requests = prefilling_requests(step)
+        if requests and self.slot_gain_k is not None:
+            indices = torch.tensor(requests, dtype=torch.int32).to(step.block_table.device, non_blocking=True)
+            enabled = context_holds_gains(step, indices, self.slot_gain_k, self.slot_gain_v, block_size)
+            self.step_rows = AnchoredRows(requests, indices, enabled, step)
+        else:
+            self.step_rows = NO_ROWS
         return self.step_rows
 
     def _write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:

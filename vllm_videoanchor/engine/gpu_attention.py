@@ -19,7 +19,6 @@ serve` sets cudagraph_mode PIECEWISE on CUDA).
 
 from __future__ import annotations
 
-from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionBackend,
     FlashAttentionImpl,
@@ -32,7 +31,7 @@ from vllm.v1.attention.backends.triton_attn import (
 )
 
 from . import compat
-from .gains import GAINS
+from .anchored_impl import AnchoredForwardMixin
 
 
 class AnchoredBuilderMixin:
@@ -44,30 +43,18 @@ class AnchoredBuilderMixin:
         return metadata
 
 
-class AnchoredImplMixin:
-    """vLLM's kernel for every row, then the anchored prefill over the anchored requests."""
+class AnchoredImplMixin(AnchoredForwardMixin):
+    """vLLM's kernel for every row, then one launch of the Triton kernel over the step's
+    prefilling requests (it skips, on the device, those whose context holds no gain != 1)."""
 
-    def forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
-                output_scale=None, output_block_scale=None):
-        output = super().forward(layer, query, key, value, kv_cache, attn_metadata, output,
-                                 output_scale, output_block_scale)
-        if attn_metadata is None or not GAINS.active() or self.attn_type != AttentionType.DECODER:
-            return output
-        self.anchored_recompute(query, kv_cache, attn_metadata, output)
-        return output
-
-    def anchored_recompute(self, query, kv_cache, attn_metadata, output) -> None:
+    def anchored_recompute(self, layer, query, kv_cache, rows, state, output) -> None:
         from ..kernels.anchored_prefill import anchored_prefill_attention
 
         key_cache, value_cache = compat.cuda_kv_views(kv_cache, self.head_size)
-        num_blocks, block_size = key_cache.shape[:2]
-        rows = GAINS.begin_step(attn_metadata, num_blocks * block_size, block_size)
-        if not rows.requests:
-            return
-        step = compat.step_metadata(attn_metadata)
+        step = rows.step
         anchored_prefill_attention(
             query.view(query.shape[0], self.num_heads, self.head_size), key_cache, value_cache,
-            step.block_table, step.query_start_loc, step.seq_lens, GAINS.slot_gain_k, GAINS.slot_gain_v,
+            step.block_table, step.query_start_loc, step.seq_lens, state.slot_gain_k, state.slot_gain_v,
             self.scale, output.view(output.shape[0], self.num_heads, self.head_size),
             rows.indices, step.max_query_len, rows.enabled)
 
