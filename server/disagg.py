@@ -56,17 +56,16 @@ def main(argv: list[str]) -> int:
     work = tempfile.mkdtemp(prefix="videoanchor-disagg-")
     ec_path = args.ec_path or os.path.join(work, "ec")
     os.makedirs(ec_path, exist_ok=True)
-    shared = {"VIDEOANCHOR_SOLVE_LOG": os.environ.get("VIDEOANCHOR_SOLVE_LOG") or os.path.join(work, "solves.sqlite")}
+    # both instances write and read one solve log (server_command reads it from this environment)
+    os.environ.setdefault("VIDEOANCHOR_SOLVE_LOG", os.path.join(work, "solves.sqlite"))
 
     processes: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         for role, port, devices in (("encoder", args.encoder_port, args.encoder_devices),
                                     ("decode", args.decode_port, args.decode_devices)):
-            env = dict(os.environ, **shared)
-            os.environ.update(shared)  # server_command reads the settings from this environment
             command, settings_env = server_command(["serve", args.model, "--port", str(port), "--anchor-role", role,
                                                     "--anchor-ec-path", ec_path, *rest])
-            env.update(settings_env)
+            env = dict(os.environ, **settings_env)
             env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"metrics-{role}-", dir=work)
             if devices is not None:
                 env["CUDA_VISIBLE_DEVICES"] = devices
