@@ -86,7 +86,8 @@ def ec_transfer_flags(role: str, ec_path: str | None) -> list[str]:
 # (also as -cc.cudagraph_mode=..., --compilation-config.key=..., -O3)
 COMPILATION_FLAGS = ("--compilation-config", "-cc", "-O")
 # FULL CUDA graphs replay attention without Python, where the anchored path runs
-# (engine/availability.py): on CUDA, anchoring servers capture PIECEWISE graphs only
+# (engine/availability.py, PIECEWISE_GRAPHS; a literal here so that the command line loads
+# no engine code): on CUDA, anchoring servers capture PIECEWISE graphs only
 PIECEWISE_GRAPHS = ["--compilation-config", '{"cudagraph_mode": "PIECEWISE"}']
 
 

@@ -12,11 +12,15 @@ anchors by default, otherwise records it, and the server answers anchored reques
 
 from __future__ import annotations
 
+import json
+
 from . import compat, cpu_kv_layout
 
 ANCHORED_GPU_BACKENDS = ("FLASH_ATTN", "TRITON_ATTN", "FLASHINFER")
 
-FULL_GRAPHS_ADVICE = ("serve with --compilation-config '{\"cudagraph_mode\": \"PIECEWISE\"}' "
+# the compilation config anchoring needs on CUDA (FULL graph replays skip the anchored path)
+PIECEWISE_GRAPHS = {"cudagraph_mode": "PIECEWISE"}
+FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_GRAPHS)}' "
                       "(vllm-videoanchor serve sets it on CUDA)")
 
 

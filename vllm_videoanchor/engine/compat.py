@@ -303,6 +303,12 @@ def is_cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
+def is_cuda_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cuda()
+
+
 def host_cpu_architecture() -> str:
     """This host's CpuArchEnum name (X86, ARM, ...)."""
     from vllm.platforms import current_platform

@@ -48,12 +48,6 @@ class Check:
 
 # --- the engine side (a worker process) -------------------------------------------------
 
-def _on_cuda() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cuda()
-
-
 def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -> dict:
     """Runs the requests in this process's vLLM and returns their summaries."""
     from vllm import LLM, SamplingParams
@@ -63,8 +57,10 @@ def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -
 
     solves = record_solves() if mode == "plugin" else []
     kwargs = {"attention_backend": backend} if backend else {}
-    if _on_cuda():  # what `vllm-videoanchor serve` runs: PIECEWISE CUDA graphs, compiled
-        kwargs["compilation_config"] = {"cudagraph_mode": "PIECEWISE"}
+    from ..engine import availability, compat
+
+    if compat.is_cuda_platform():  # what `vllm-videoanchor serve` runs: PIECEWISE CUDA graphs, compiled
+        kwargs["compilation_config"] = availability.PIECEWISE_GRAPHS
     else:
         kwargs["enforce_eager"] = True
     llm = LLM(model=model, max_model_len=2048, dtype=dtype, trust_remote_code=model_spec(model).trust_remote_code,
