@@ -2,6 +2,7 @@
 `vllm-videoanchor selftest [--arch ...] [--attention-backend NAME] [--chunked]`
 `vllm-videoanchor router --encoder URL [URL ...] --decode URL [--port P]`
 `vllm-videoanchor disagg MODEL [--port P] [any vLLM server flags]`  (encoder + decode + router)
+`vllm-videoanchor explain MODEL VIDEO [--out DIR] [--anchor JSON]`  (heatmap of where the anchors fall)
 
 Starts vLLM's OpenAI-compatible server (the module entry point: `vllm serve` does not start
 under the CPU build) with the plugin, our middleware and `--trust-request-mm-kwargs` (the
@@ -41,6 +42,8 @@ def _parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
     commands.add_parser("router", help="the front of the disaggregated mode (encoder first, then decode)",
                         add_help=False)
     commands.add_parser("disagg", help="start an encoder instance, a decode instance and the router",
+                        add_help=False)
+    commands.add_parser("explain", help="draw where the anchors fall on a video or images (no server)",
                         add_help=False)
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server",
                                 description="Any flag not listed here goes to vLLM's server unchanged.")
@@ -131,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         from .router import main as router
 
         return router(argv[1:])
+    if argv[:1] == ["explain"]:
+        from vllm_videoanchor.explain import main as explain
+
+        sys.exit(explain(argv[1:]))
     if argv[:1] == ["disagg"]:
         from .disagg import main as disagg
 

@@ -9,9 +9,10 @@ import pytest
 import reference
 import torch
 from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholders, video_item
+from sklearn.metrics import adjusted_rand_score
 from utils import run_engine
 
-from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
+from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains, params_for_model
 from vllm_videoanchor.ssc import cupy_available
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
@@ -191,6 +192,49 @@ def test_joint_anchoring_of_four_images_equals_dense_reference_on_one_token_set(
     if dense.config.model_type not in ("qwen3_vl", "llava_onevision"):  # stable clustering here
         gains = compute_anchor_gains(torch.as_tensor(tokens), AnchorParams(n_clusters=4))
         np.testing.assert_allclose(gains.gain_k.numpy(), solve["gain_k"], rtol=1e-4)
+
+
+# Architectures whose tiny models' clusters are stable under the 1e-7 differences between
+# transformers' and vLLM's tokens (see the two tests above); elsewhere the tokens are compared.
+STABLE_CLUSTERS = ("qwen2_5_vl", "qwen2_vl", "internvl")
+
+
+@pytest.fixture(scope="module")
+def vision(model):
+    from vllm_videoanchor.visual_tokens import load_vision_model
+
+    if model_type(model) == "internvl_chat":
+        with pytest.raises(ValueError, match="Hugging Face-format checkpoint"):
+            load_vision_model(model)
+        pytest.skip("explain reads the Hugging Face format (its twin is checked as 'internvl')")
+    return load_vision_model(model)
+
+
+@pytest.mark.parametrize("media", ["video", "joint_images"])
+def test_explain_scores_are_the_gains_the_engine_applied(model, plugin, vision, media):
+    """`explain` (transformers' vision tower, no engine) solves the engine's visual tokens
+    with the engine's parameters: its per-token scores and clusters are the ones the engine
+    turned into gains for the same request, and every token lands in exactly one panel."""
+    from vllm_videoanchor.explain import Media, explain_media
+
+    processor, vision_model = vision
+    if media == "video":
+        request, (solve,) = Media(video=video_item()), plugin["anchored"]["solves"]
+        option = ANCHORS["anchored"]
+    else:
+        request = Media(images=[image_item(seed) for seed in range(1, JOINT_IMAGES + 1)])
+        (solve,), option = plugin["joint_images"]["solves"], {"n_clusters": 4}
+    architecture = json.loads((model / "config.json").read_text())["architectures"][0]
+    params = params_for_model(architecture, option)
+    explained = explain_media(processor, vision_model, request, params)
+    np.testing.assert_allclose(explained.tokens.numpy(), np.array(solve["tokens"]), atol=1e-5)
+    placed = np.sort(np.concatenate([p.tokens.ravel() for p in explained.panels]))
+    np.testing.assert_array_equal(placed, np.arange(len(solve["tokens"])))
+    if model_type(model) in STABLE_CLUSTERS:
+        document = explained.to_json()
+        np.testing.assert_allclose(document["score"], solve["score"], atol=1e-3)
+        np.testing.assert_allclose(document["gain_k"], solve["gain_k"], atol=1e-3 * params.alpha_k)
+        assert adjusted_rand_score(document["label"], solve["labels"]) == 1.0
 
 
 def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):

@@ -52,6 +52,11 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
         ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
     "vllm.config.compilation:CUDAGraphMode.has_full_cudagraphs": ("self",),
     "vllm.utils.torch_utils:is_quantized_kv_cache": ("kv_cache_dtype",),
+    # explain decodes media with the server's loaders
+    "vllm.multimodal.media.video:VideoMediaIO.__init__": ("self", "image_io", "num_frames", "kwargs"),
+    "vllm.multimodal.media.video:VideoMediaIO.load_file": ("self", "filepath"),
+    "vllm.multimodal.media.image:ImageMediaIO.load_file": ("self", "filepath"),
+    "vllm.multimodal.media.base:MediaWithBytes": ("media", "original_bytes", "io_config"),
 }
 
 # "module:Class" -> dataclass fields read (or, for ProcessorInputs, replaced)
@@ -129,6 +134,29 @@ def pin_mismatches() -> list[str]:
             continue
         problems += [f"{path}: no longer mentions {snippet!r}" for snippet in snippets if snippet not in source]
     return problems
+
+
+# --- media, as the server decodes it ---------------------------------------------------
+
+
+def load_video_file(path, media_io_kwargs: dict | None = None):
+    """(frames, metadata) of a video file, decoded and sampled by vLLM's video loader with the
+    server's `--media-io-kwargs` video settings (vLLM's defaults when none)."""
+    from pathlib import Path
+
+    from vllm.multimodal.media.image import ImageMediaIO
+    from vllm.multimodal.media.video import VideoMediaIO
+
+    return VideoMediaIO(ImageMediaIO(), **(media_io_kwargs or {})).load_file(Path(path)).media
+
+
+def load_image_file(path, media_io_kwargs: dict | None = None):
+    """A PIL image (RGB) as vLLM's image loader decodes it."""
+    from pathlib import Path
+
+    from vllm.multimodal.media.image import ImageMediaIO
+
+    return ImageMediaIO(**(media_io_kwargs or {})).load_file(Path(path)).media
 
 
 # --- processor side -------------------------------------------------------------------

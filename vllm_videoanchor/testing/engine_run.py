@@ -79,7 +79,8 @@ def record_solves() -> list:
 
     def recording(tokens, params, **options):
         gains = solve(tokens, params, **options)
-        solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist()})
+        solves.append({"tokens": tokens.tolist(), "gain_k": gains.gain_k.tolist(), "gain_v": gains.gain_v.tolist(),
+                       "score": gains.score.tolist(), "labels": gains.labels.tolist()})
         return gains
 
     model.compute_anchor_gains = recording

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import visual_tokens
+
 ATTENTION = "videoanchor_dense_reference"
 _GAINS: dict[str, torch.Tensor | None] = {"k": None, "v": None}
 
@@ -45,11 +47,6 @@ def _register():
     AttentionMaskInterface.register(ATTENTION, eager_mask)
 
 
-def strip_sampling_flag(meta: dict) -> dict:
-    """vLLM's video metadata carries do_sample_frames; transformers' VideoMetadata does not."""
-    return {k: v for k, v in meta.items() if k != "do_sample_frames"}
-
-
 class DenseReference:
     """Loads MODEL_DIR in transformers (float32) and scores prompts with given per-token gains."""
 
@@ -74,8 +71,8 @@ class DenseReference:
             return self._internvl_inputs(prompt, {"videos": [frames]}, vllm_ids, video=True)
         if not self.qwen:  # LLaVA-OneVision takes every frame as given
             return self.processor(text=[prompt], videos=[frames], return_tensors="pt")
-        return self.processor(text=[prompt], videos=[frames], video_metadata=[strip_sampling_flag(meta)],
-                              do_sample_frames=False, return_tensors="pt")
+        return visual_tokens.processor_inputs(self.processor, self.config, prompt, videos=[frames],
+                                              video_metadata=[meta])
 
     def image_inputs(self, prompt, images, vllm_ids=None):
         if self.internvl:
@@ -100,40 +97,14 @@ class DenseReference:
         """The prompt's ids as vLLM numbers them."""
         return inputs.get("target_ids", inputs["input_ids"])[0].tolist()
 
-    @torch.no_grad()
     def placeholder_rows(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows that replace the video's (or all images') placeholders, in order, and
-        which of them are visual tokens: all but LLaVA-OneVision's newline rows (the
-        model's image_newline vector: one closes a video, one ends each row of an image's
-        any-res grid)."""
-        model = self.model.model
-        if self.internvl:
-            rows = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-            rows = rows.reshape(-1, self.config.text_config.hidden_size)
-        elif not self.qwen and "pixel_values" in inputs:
-            config = self.config
-            rows = model.get_image_features(
-                inputs["pixel_values"], inputs["image_sizes"], vision_feature_layer=config.vision_feature_layer,
-                vision_feature_select_strategy=config.vision_feature_select_strategy,
-                vision_aspect_ratio=config.vision_aspect_ratio, batch_num_images=inputs.get("batch_num_images"),
-            ).pooler_output
-            rows = torch.cat(list(rows))
-            return rows, (rows != model.image_newline).any(dim=-1)
-        elif not self.qwen:
-            rows = model.get_video_features(inputs["pixel_values_videos"]).pooler_output[0]
-            return rows, torch.arange(len(rows)) < len(rows) - 1
-        elif "pixel_values" in inputs:
-            features = model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-            rows = torch.cat(list(features.pooler_output))
-        else:
-            out = model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
-            rows = torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
-        return rows, torch.ones(len(rows), dtype=torch.bool)
+        which of them are visual tokens (visual_tokens.py: all but LLaVA-OneVision's newline rows)."""
+        return visual_tokens.placeholder_rows(self.model, self.config, inputs)
 
     def visual_tokens(self, inputs) -> torch.Tensor:
         """The visual tokens of the video (or of all images, in order): [N, hidden]."""
-        rows, visual = self.placeholder_rows(inputs)
-        return rows[visual]
+        return visual_tokens.visual_tokens(self.model, self.config, inputs)
 
     def positions(self, inputs) -> torch.Tensor:
         """vLLM's M-RoPE numbering: text runs continue from the largest position so far + 1."""
