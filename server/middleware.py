@@ -8,7 +8,12 @@ response headers saying what happened to anchoring, as the engines reported it:
     served plain (x-videoanchor-failure says why; the engine's log too), or the request
     itself failed; unconfirmed: no engine report arrived in time (never claimed as applied)
   x-videoanchor-solver-seconds, x-videoanchor-solver-iterations, x-videoanchor-solver-converged
-(the solve that produced the gains: an identical earlier request's when served from cache).
+(the solve that produced the gains: an identical earlier request's when served from cache),
+  x-videoanchor-explain: /v1/videoanchor/explain/<id>[, ...]  (one per anchored item or group)
+GET /v1/videoanchor/explain/<id> answers that solve's per-token scores and cluster labels
+as JSON (the newest maps are kept: solve_log.KEEP_ANCHOR_MAPS), behind the same API key as
+every /v1 route. Pictures are drawn by `vllm-videoanchor explain` from the video itself:
+the server keeps no frames.
 The response's start is held until its first body chunk (for a stream: after the prefill,
 so after the solve), so that the headers report what happened.
 vLLM adds user middleware outside its own API-key check, so requests that do not carry a
@@ -32,6 +37,7 @@ from .cli import API_KEYS_ENV
 from .request import RequestError, rewrite_request
 
 ROUTES = ("/v1/chat/completions", "/v1/completions")
+EXPLAIN_ROUTE = "/v1/videoanchor/explain/"
 
 REQUESTS = Counter("videoanchor_requests", "Generation requests answered, by what happened to anchoring",
                    ["anchor"])
@@ -63,6 +69,9 @@ class AnchorMiddleware:
         self.api_keys = _api_keys()
 
     async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").startswith(EXPLAIN_ROUTE)
+                and _authorized(scope, self.api_keys)):  # unauthorized: vLLM's check answers 401
+            return await self._explain(scope["path"][len(EXPLAIN_ROUTE):], send)
         if (scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in ROUTES
                 or not _authorized(scope, self.api_keys)):
             return await self.app(scope, receive, send)
@@ -126,12 +135,28 @@ class AnchorMiddleware:
             headers.append((b"x-videoanchor-failure", reason))
         if state == "applied":  # every outcome is an applied solve
             solves = outcomes.values()
+            links = ", ".join(f"{EXPLAIN_ROUTE}{digest:012x}" for digest in digests)
             headers += [
+                (b"x-videoanchor-explain", links.encode()),
                 (b"x-videoanchor-solver-seconds", f"{sum(o.seconds for o in solves):.6f}".encode()),
                 (b"x-videoanchor-solver-iterations", str(sum(o.iterations for o in solves)).encode()),
                 (b"x-videoanchor-solver-converged", b"true" if all(o.converged for o in solves) else b"false"),
             ]
         return headers
+
+    async def _explain(self, item_id: str, send) -> None:
+        """One solve's anchor map: {"id", "n_tokens", "score", "label"}; 404 if unknown or expired."""
+        try:
+            digest = int(item_id, 16) if 0 < len(item_id) <= 12 else None
+        except ValueError:
+            digest = None
+        found = await asyncio.to_thread(self.solve_log.read_anchors, digest) if digest else None
+        if found is None:
+            message = f"no anchor map for {item_id!r} (unknown, failed, or no longer kept)"
+            return await _send_json(send, 404, {"error": {"message": message, "type": "NotFoundError",
+                                                          "param": None, "code": 404}})
+        await _send_json(send, 200, {"id": item_id, "n_tokens": len(found.score), "score": found.score,
+                                     "label": found.labels})
 
     async def _outcomes(self, digests: list[int], wait: float = 2.0) -> dict:
         """The engines' reports for these digests; they are written off the model step, so
@@ -169,7 +194,14 @@ def _replay(body: bytes, receive):
 
 
 async def _send_error(send, message: str, param: str | None) -> None:
-    body = error_body(message, param)
-    await send({"type": "http.response.start", "status": 400,
+    await _send_body(send, 400, error_body(message, param))
+
+
+async def _send_json(send, status: int, document: dict) -> None:
+    await _send_body(send, status, json.dumps(document).encode())
+
+
+async def _send_body(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -84,7 +84,7 @@ def test_explain_anchors_several_images_jointly(model, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "not a video", "mixed", "text model", "too many clusters",
-                                  "bad anchor field"])
+                                  "bad anchor field", "another video's map"])
 def test_bad_input_gets_a_clear_error(model, video, tmp_path, case):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not an mp4 file" * 64)
@@ -100,10 +100,12 @@ def test_bad_input_gets_a_clear_error(model, video, tmp_path, case):
         "text model": (text_model, [str(video)], None, ValueError, "has no visual tokens"),
         "too many clusters": (model, [str(video)], {"n_clusters": 500}, ValueError, "n_clusters"),
         "bad anchor field": (model, [str(video)], {"alpha_k": -1}, ValueError, "alpha_k"),
+        "another video's map": (model, [str(video)], None, ValueError, "3 scores for 64 visual tokens"),
     }
     model_dir, paths, anchor, error, message = cases[case]
+    anchor_map = {"score": [0.5] * 3, "label": [0] * 3} if case == "another video's map" else None
     with pytest.raises(error, match=message):
-        explain(model_dir, paths, anchor, EIGHT_FRAMES)
+        explain(model_dir, paths, anchor, EIGHT_FRAMES, anchor_map=anchor_map)
 
 
 def test_the_command_exits_2_with_the_message(model, tmp_path):

@@ -36,6 +36,7 @@ def media(tmp_path_factory):
         "image": data_url(image, "image/png"),
         "view": data_url(view, "image/png"),
         "broken": "data:video/mp4;base64," + base64.b64encode(b"this is not an mp4 file" * 8).decode(),
+        "video_file": root / "video.mp4",
     }
 
 
@@ -45,7 +46,9 @@ def servers(tmp_path_factory, media):
     root = tmp_path_factory.mktemp("servers")
     model = str(build_tiny_model(root / "model"))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    common = ["--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"video": 1, "image": 2}']
+    # float32: transformers' vision tower (explain) then gives the engine's tokens to 1e-5
+    common = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+              "--limit-mm-per-prompt", '{"video": 1, "image": 2}']
     ours = videoanchor_server(model, "--anchor-max-visual-tokens", "100", "--api-key", API_KEY, *common,
                               log_path=root / "ours.log", env=env)
     stock_port = free_port()
@@ -104,6 +107,37 @@ def test_video_with_and_without_anchor(servers, media):
         assert int(headers["x-videoanchor-solver-iterations"]) > 0
         assert headers["x-videoanchor-solver-converged"] == "true"
     assert max_diff(results["true"][0], results["object"][0]) > 1e-4
+
+
+def test_an_anchored_response_links_its_anchor_map(servers, media):
+    """The explain link in the headers gives the engine's per-token scores and clusters (API
+    key required; unknown ids 404), and `explain` on the same mp4 file, without a server,
+    draws exactly those scores."""
+    import httpx
+    from sklearn.metrics import adjusted_rand_score
+
+    from vllm_videoanchor.explain import explain
+
+    ours, model = servers["ours"], servers["model"]
+    option = {"n_clusters": 4, "alpha_k": 6.0}
+    _, _, headers = ask(ours, model, messages("video_url", media["video"]), {"anchor": option})
+    link = headers["x-videoanchor-explain"]
+    assert link.startswith("/v1/videoanchor/explain/") and "," not in link
+    authorized = {"Authorization": f"Bearer {API_KEY}"}
+    found = httpx.get(ours.url + link, headers=authorized, timeout=30)
+    assert found.status_code == 200, found.text
+    document = found.json()
+    assert document["n_tokens"] == len(document["score"]) == len(document["label"]) == 64
+    assert httpx.get(ours.url + link, timeout=30).status_code == 401
+    missing = httpx.get(ours.url + "/v1/videoanchor/explain/0123456789ab", headers=authorized, timeout=30)
+    assert missing.status_code == 404 and "no anchor map" in missing.json()["error"]["message"]
+    assert httpx.get(ours.url + "/v1/videoanchor/explain/not-hex", headers=authorized, timeout=30).status_code == 404
+
+    explained = explain(model, [str(media["video_file"])], option, dtype="float32").to_json()
+    np.testing.assert_allclose(explained["score"], document["score"], atol=1e-3)  # the server's default sampling
+    assert adjusted_rand_score(explained["label"], document["label"]) == 1.0
+    drawn = explain(model, [str(media["video_file"])], option, anchor_map=document).to_json()
+    assert drawn["source"] == "server" and drawn["score"] == pytest.approx(document["score"], abs=1e-7)
 
 
 def test_multi_view_request_is_anchored_as_one_token_set(servers, media):

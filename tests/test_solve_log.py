@@ -6,11 +6,16 @@ import multiprocessing
 import sqlite3
 import time
 
-from vllm_videoanchor.engine.solve_log import RequestItems, SolveLog, SolveOutcome
+import numpy as np
+import torch
+
+from vllm_videoanchor.engine import solve_log
+from vllm_videoanchor.engine.solve_log import AnchorMap, RequestItems, SolveLog, SolveOutcome
 
 
 def _write_in_child(path):
     log = SolveLog(path)
+    log.record_anchors(0xABCDEF, torch.tensor([0.0, 0.5, 1.0]), torch.tensor([2, 0, 2]))
     log.record(0xABCDEF, SolveOutcome(0.25, 42, False))
     log.record(0xFACE, SolveOutcome(error="LinAlgError: not positive-definite"))
     log.flush()
@@ -25,6 +30,20 @@ def test_rows_cross_processes(tmp_path):
     assert found[0xABCDEF] == SolveOutcome(0.25, 42, False) and found[0xABCDEF].applied
     assert not found[0xFACE].applied and "not positive-definite" in found[0xFACE].error
     assert 0x123 not in found
+    assert SolveLog(path).read_anchors(0xABCDEF) == AnchorMap([0.0, 0.5, 1.0], [2, 0, 2])
+    assert SolveLog(path).read_anchors(0xFACE) is None  # a failed solve leaves no map
+
+
+def test_anchor_maps_are_bounded(tmp_path, monkeypatch):
+    """Only the newest maps are kept (each is N floats and N labels)."""
+    monkeypatch.setattr(solve_log, "KEEP_ANCHOR_MAPS", 3)
+    log = SolveLog(str(tmp_path / "solves.sqlite"))
+    for digest in range(1, 6):
+        log.record_anchors(digest, np.full(4, digest / 10), np.arange(4))
+        time.sleep(0.01)  # distinct timestamps
+    log.flush()
+    assert [d for d in range(1, 6) if log.read_anchors(d) is not None] == [3, 4, 5]
+    np.testing.assert_allclose(log.read_anchors(5).score, [0.5] * 4)
 
 
 def _engine_verdict_in_child(path, reason):

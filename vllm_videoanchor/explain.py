@@ -26,6 +26,7 @@ import torch
 from . import heatmap
 from .anchor import AnchorGains, AnchorParams, compute_anchor_gains, params_for_model
 from .heatmap import Panel
+from .ssc.admm import NO_ADMM
 from .visual_tokens import PLACEHOLDERS, checked_model_type, item_rows, load_vision_model, processor_inputs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -82,12 +83,13 @@ class Explanation:
     gains: AnchorGains
     panels: list[Panel]
     media: Media
+    source: str = "solve"  # or "server": an anchor map the server's engine applied
 
     def to_json(self) -> dict:
         gains = self.gains
         return {
             "model": self.model, "architecture": self.architecture, "modality": self.media.modality,
-            "media": self.media.sources, "params": self.params.model_dump(mode="json"),
+            "media": self.media.sources, "source": self.source, "params": self.params.model_dump(mode="json"),
             "solver": {"n_tokens": int(self.tokens.shape[0]), "n_features": int(self.tokens.shape[1]),
                        "seconds": gains.seconds, "n_iter": gains.n_iter, "converged": gains.converged,
                        "residual": gains.residual, "solver_mode": gains.solver_mode},
@@ -113,8 +115,11 @@ class Explanation:
         return paths
 
 
-def explain_media(processor, model, media: Media, params: AnchorParams, model_name: str = "") -> Explanation:
-    """The visual tokens of `media`, their solve, and where each token sits."""
+def explain_media(processor, model, media: Media, params: AnchorParams, model_name: str = "",
+                  anchor_map: dict | None = None) -> Explanation:
+    """The visual tokens of `media`, their solve, and where each token sits. With
+    `anchor_map` (the server's explain route's JSON), its scores and labels are drawn
+    instead of solving: exactly what the engine applied."""
     config = model.config
     video_text, image_text = PLACEHOLDERS[config.model_type]
     if media.video is not None:
@@ -127,10 +132,44 @@ def explain_media(processor, model, media: Media, params: AnchorParams, model_na
     tokens = torch.cat([item.rows[item.visual] for item in items]).float()
     if len(tokens) == 0:
         raise ValueError(f"media: {', '.join(media.sources) or 'the media'} gave no visual tokens")
-    params.check_token_set(*tokens.shape)
-    gains = compute_anchor_gains(tokens, params)
+    if anchor_map is not None:
+        gains = gains_from_map(anchor_map, len(tokens), params)
+    else:
+        params.check_token_set(*tokens.shape)
+        gains = compute_anchor_gains(tokens, params)
     panels = token_panels(config, processor, inputs, items, media)
-    return Explanation(model_name, config.architectures[0], params, tokens, gains, panels, media)
+    return Explanation(model_name, config.architectures[0], params, tokens, gains, panels, media,
+                       "server" if anchor_map is not None else "solve")
+
+
+def gains_from_map(anchor_map: dict, n_tokens: int, params: AnchorParams) -> AnchorGains:
+    """AnchorGains holding a server's anchor map (no solver statistics: the server's
+    response headers have them)."""
+    try:
+        score = torch.tensor(anchor_map["score"], dtype=torch.float32)
+        labels = torch.tensor(anchor_map["label"], dtype=torch.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"--anchor-map: not an anchor map (score and label lists): {exc}") from exc
+    if score.shape != (n_tokens,) or labels.shape != (n_tokens,):
+        raise ValueError(f"--anchor-map has {len(score)} scores for {n_tokens} visual tokens: not this "
+                         "video's map, or the server samples frames differently (--media-io-kwargs)")
+    return AnchorGains(score=score, gain_k=1.0 + params.alpha_k * score, gain_v=1.0 + params.alpha_v * score,
+                       labels=labels, stats=NO_ADMM, seconds=0.0)
+
+
+def read_anchor_map(source: str, api_key: str | None = None) -> dict:
+    """The JSON of a server's explain route, from its URL or a saved file."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        if source.startswith(("http://", "https://")):
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            with urllib.request.urlopen(urllib.request.Request(source, headers=headers), timeout=60) as response:
+                return json.loads(response.read())
+        return json.loads(Path(source).read_text())
+    except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--anchor-map: cannot read {source}: {exc}") from exc
 
 
 def token_panels(config, processor, inputs, items, media: Media) -> list[Panel]:
@@ -221,7 +260,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def explain(model_dir, paths: list[str], anchor: dict | bool | None = None, media_io_kwargs: dict | None = None,
-            device: str | None = None, dtype: str = "auto") -> Explanation:
+            device: str | None = None, dtype: str = "auto", anchor_map: dict | None = None) -> Explanation:
     """Loads what is needed of the model and explains the media (see the module docstring).
     `anchor`: the request option (True or None: the model's defaults; a mapping: fields)."""
     from transformers import AutoConfig
@@ -231,13 +270,16 @@ def explain(model_dir, paths: list[str], anchor: dict | bool | None = None, medi
     device = device or default_device()
     config = AutoConfig.from_pretrained(model_dir)
     params = params_for_model(config.architectures[0], anchor if isinstance(anchor, dict) else None)
-    if dtype == "auto":  # the server's vision tower runs in the checkpoint's dtype on GPUs
-        torch_dtype = torch.float32 if device == "cpu" else getattr(config, "dtype", None) or torch.bfloat16
-        torch_dtype = DTYPES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
-    else:
-        torch_dtype = DTYPES[dtype]
-    processor, model = load_vision_model(model_dir, torch_dtype, device)
-    return explain_media(processor, model, media, params, model_name=str(model_dir))
+    processor, model = load_vision_model(model_dir, model_dtype(config, dtype), device)
+    return explain_media(processor, model, media, params, model_name=str(model_dir), anchor_map=anchor_map)
+
+
+def model_dtype(config, dtype: str = "auto") -> torch.dtype:
+    """The vision tower's dtype: vLLM's default ("auto") is the checkpoint's own."""
+    if dtype != "auto":
+        return DTYPES[dtype]
+    own = getattr(config, "dtype", None) or torch.float32
+    return DTYPES.get(own, torch.float32) if isinstance(own, str) else own
 
 
 def _json_arg(name: str):
@@ -261,7 +303,12 @@ def parser() -> argparse.ArgumentParser:
                         "frames are sampled as the server samples them")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="vision tower dtype (auto: float32 on CPU, the checkpoint's on GPU)")
+                        help="vision tower dtype: the server's --dtype (auto: the checkpoint's, as vLLM). In "
+                        "bfloat16 transformers' and vLLM's vision towers round differently, so scores can "
+                        "differ slightly from the server's: --anchor-map draws the server's own")
+    parser.add_argument("--anchor-map", help="draw a server's anchor map instead of solving: the URL in an anchored "
+                        "response's x-videoanchor-explain header (or its saved JSON)")
+    parser.add_argument("--api-key", help="the server's API key, for --anchor-map URLs")
     return parser
 
 
@@ -270,14 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.anchor is not None and not isinstance(args.anchor, (dict, bool)):
         parser().error("--anchor must be a JSON object of anchor fields (or true)")
     try:
-        explanation = explain(args.model, args.media, args.anchor, args.media_io_kwargs, args.device, args.dtype)
+        anchor_map = read_anchor_map(args.anchor_map, args.api_key) if args.anchor_map else None
+        explanation = explain(args.model, args.media, args.anchor, args.media_io_kwargs, args.device, args.dtype,
+                              anchor_map)
         paths = explanation.write(args.out)
     except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
         print(f"vllm-videoanchor explain: error: {exc}", file=sys.stderr)
         return 2
     stats = explanation.gains
-    print(f"{len(explanation.tokens)} visual tokens in {len(explanation.panels)} panels; "
-          f"{stats.n_iter} ADMM iterations, {stats.seconds:.3f} s")
+    solved = f"{stats.n_iter} ADMM iterations, {stats.seconds:.3f} s" if not args.anchor_map else "the server's map"
+    print(f"{len(explanation.tokens)} visual tokens in {len(explanation.panels)} panels; {solved}")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -159,6 +159,8 @@ class AnchorModelMixin:
         except Exception as exc:  # noqa: BLE001 - whatever the solver raises, the step goes on
             return self._fail(digest, f"{type(exc).__name__}: {exc}")
         record_solve(gains.seconds, gains.n_iter, gains.converged)
+        # the map first: a server that sees the outcome finds the map too
+        self._solve_log.record_anchors(digest, gains.score, gains.labels)
         self._solve_log.record(digest, SolveOutcome(gains.seconds, gains.n_iter, gains.converged))
         if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
             logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,

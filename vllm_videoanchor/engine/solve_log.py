@@ -5,7 +5,9 @@ runs elsewhere. Workers record one outcome per solve (applied, with its statisti
 failed, with the reason), keyed by the item's digest (see option.content_digest), in a
 SQLite file (settings.solve_log); the server reads the outcomes of the digests its request
 carried. Writes go through a queue to a background thread, so the model step never waits
-on the disk. Rows older than a day are pruned as new ones arrive.
+on the disk. Rows older than a day are pruned as new ones arrive. Each applied solve also
+leaves its per-token scores and cluster labels (float32 / int32 blobs, the newest
+KEEP_ANCHOR_MAPS only): what the server's explain route returns.
 
 In the API-server process, the processor notes which digests each tagged request carried
 (`REQUEST_ITEMS.note_request`, from the processor's thread pool) and the middleware takes
@@ -23,14 +25,27 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 logger = logging.getLogger("vllm.videoanchor")
 
 KEEP_SECONDS = 86400.0
 _ENGINE = object()  # the queue's key for the engine's start-up verdict
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
            "converged INTEGER, error TEXT, at REAL)")
+_ANCHORS_SCHEMA = "CREATE TABLE IF NOT EXISTS anchors (digest INTEGER PRIMARY KEY, score BLOB, labels BLOB, at REAL)"
+KEEP_ANCHOR_MAPS = 256  # at the server's default bound of 4096 tokens, at most 8 MiB
+_ANCHORS = object()  # the queue's key for an anchor map
 # one row: why the engines cannot anchor (NULL when they can), written at their start-up
 _ENGINE_SCHEMA = "CREATE TABLE IF NOT EXISTS engine (id INTEGER PRIMARY KEY CHECK (id = 0), unavailable TEXT, at REAL)"
+
+
+@dataclass(frozen=True)
+class AnchorMap:
+    """One solve's per-token scores in [0, 1] and cluster labels, in token order."""
+
+    score: list[float]
+    labels: list[int]
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,27 @@ class SolveLog:
         if not self.path or not digest:
             return
         self._put((digest, outcome, time.time()))
+
+    def record_anchors(self, digest: int, score, labels) -> None:
+        """Queue a solve's scores and labels (tensors or arrays of N values; copied now)."""
+        if not self.path or not digest:
+            return
+        score = np.asarray(score.cpu() if hasattr(score, "cpu") else score, dtype=np.float32).tobytes()
+        labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels, dtype=np.int32).tobytes()
+        self._put((_ANCHORS, (digest, score, labels), time.time()))
+
+    def read_anchors(self, digest: int) -> AnchorMap | None:
+        """The scores and labels of one solve, if still kept."""
+        conn = self._connection()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT score, labels FROM anchors WHERE digest = ?", (digest,)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None:
+            return None
+        return AnchorMap(np.frombuffer(row[0], np.float32).tolist(), np.frombuffer(row[1], np.int32).tolist())
 
     def record_engine(self, unavailable: str | None) -> None:
         """The engine's start-up verdict: why it cannot anchor, or None (it can)."""
@@ -127,6 +163,11 @@ class SolveLog:
                 if digest is _ENGINE:
                     conn.execute("INSERT OR REPLACE INTO engine VALUES (0, ?, ?)", (outcome, at))
                     continue
+                if digest is _ANCHORS:
+                    conn.execute("INSERT OR REPLACE INTO anchors VALUES (?, ?, ?, ?)", (*outcome, at))
+                    conn.execute("DELETE FROM anchors WHERE digest NOT IN "
+                                 "(SELECT digest FROM anchors ORDER BY at DESC LIMIT ?)", (KEEP_ANCHOR_MAPS,))
+                    continue
                 conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?, ?)",
                              (digest, outcome.seconds, outcome.iterations, int(outcome.converged), outcome.error,
                               at))
@@ -146,6 +187,7 @@ class SolveLog:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
                 conn.execute(_ENGINE_SCHEMA)
+                conn.execute(_ANCHORS_SCHEMA)
             except (OSError, sqlite3.Error):
                 return None
             self._local.conn = conn
