@@ -24,8 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m vllm_videoanchor.demo
-	$(PY) examples/offline_video.py
+	$(PY) -m vllm_videoanchor.demo --out videoanchor-demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -45,25 +45,42 @@ class Media:
     def modality(self) -> str:
         return "video" if self.video is not None else "image"
 
+    @property
+    def source_frames(self) -> list[int]:
+        """The video's frames' indices in the file (the loader may sample)."""
+        frames, metadata = self.video
+        return list(metadata.get("frames_indices") or range(len(frames)))
 
-def load_media(paths: list[str], media_io_kwargs: dict | None = None) -> Media:
-    """Decodes one video file or several image files as the server would. ValueError (or
-    FileNotFoundError) naming the file on bad input."""
-    from .engine import compat
 
+def check_media_paths(paths: list[str]) -> list[str]:
+    """The image files among `paths` (all or none). FileNotFoundError / ValueError naming the
+    problem: checked before any model weights are read."""
     if not paths:
         raise ValueError("media: give one video file, or one or more image files")
-    kwargs = media_io_kwargs or {}
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"media: no such file: {path}")
     images = [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
     if images and len(images) != len(paths) or not images and len(paths) > 1:
         raise ValueError("media: give one video file, or image files only (anchored jointly)")
+    return images
+
+
+def load_media(paths: list[str], media_io_kwargs: dict | None = None, model_dir=None) -> Media:
+    """Decodes one video file or several image files as the server would (for a video, with
+    the loader vLLM picks for the model's video processor class). ValueError (or
+    FileNotFoundError) naming the file on bad input."""
+    from .engine import compat
+
+    kwargs = media_io_kwargs or {}
     try:
-        if images:
+        if check_media_paths(paths):
             return Media(images=[compat.load_image_file(p, kwargs.get("image")) for p in paths], sources=paths)
-        frames, metadata = compat.load_video_file(paths[0], kwargs.get("video"))
+        frames, metadata = compat.load_video_file(paths[0], kwargs.get("video"), model_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        if str(exc).startswith("media:"):
+            raise
+        raise ValueError(f"media: cannot decode {', '.join(paths)}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one clear message
         raise ValueError(f"media: cannot decode {', '.join(paths)}: {exc}") from exc
     frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)
@@ -189,14 +206,14 @@ def _qwen_panels(config, inputs, starts, media) -> list[Panel]:
     temporal_patch_size sampled frames."""
     merge = config.vision_config.spatial_merge_size
     if media.video is not None:
-        frames = media.video[0]
+        frames, source = media.video[0], media.source_frames
         t, h, w = (int(x) for x in inputs["video_grid_thw"][0])
         per_frame = (h // merge) * (w // merge)
         panels = []
         for k in range(t):
             first, last = k * len(frames) // t, max(k * len(frames) // t, (k + 1) * len(frames) // t - 1)
             tokens = np.arange(k * per_frame, (k + 1) * per_frame).reshape(h // merge, w // merge)
-            panels.append(Panel(f"frames {first}-{last}", frames[first], tokens))
+            panels.append(Panel(f"frames {source[first]}-{source[last]}", frames[first], tokens))
         return panels
     panels = []
     for i, (image, grid) in enumerate(zip(media.images, inputs["image_grid_thw"])):
@@ -218,10 +235,11 @@ def _llava_panels(config, items, starts, media) -> list[Panel]:
     not a visual token); an image is a square base view of the whole image, then the
     any-res view (unpadded, so it covers the whole image too) as rows closed by newlines."""
     if media.video is not None:
-        frames = media.video[0]
-        per_frame = counts = int(starts[1]) // len(frames)
-        side = _square(counts, "a video frame")
-        return [Panel(f"frame {k}", frames[k], np.arange(k * per_frame, (k + 1) * per_frame).reshape(side, side))
+        frames, source = media.video[0], media.source_frames
+        per_frame = int(starts[1]) // len(frames)
+        side = _square(per_frame, "a video frame")
+        return [Panel(f"frame {source[k]}", frames[k],
+                      np.arange(k * per_frame, (k + 1) * per_frame).reshape(side, side))
                 for k in range(len(frames))]
     base = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
     panels = []
@@ -247,8 +265,12 @@ def _tile_panels(processor, inputs, count, media) -> list[Panel]:
     mean = torch.tensor(image_processor.image_mean)[:, None, None]
     std = torch.tensor(image_processor.image_std)[:, None, None]
     pixels = ((tiles * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    name = "frame" if media.video is not None else ("image" if len(tiles) == len(media.images) else "tile")
-    return [Panel(f"{name} {k}", pixels[k], np.arange(k * per_tile, (k + 1) * per_tile).reshape(side, side))
+    if media.video is not None and len(tiles) == len(media.source_frames):
+        names = [f"frame {index}" for index in media.source_frames]
+    else:
+        name = "image" if len(tiles) == len(media.images) else "tile"
+        names = [f"{name} {k}" for k in range(len(tiles))]
+    return [Panel(names[k], pixels[k], np.arange(k * per_tile, (k + 1) * per_tile).reshape(side, side))
             for k in range(len(tiles))]
 
 
@@ -266,10 +288,11 @@ def explain(model_dir, paths: list[str], anchor: dict | bool | None = None, medi
     from transformers import AutoConfig
 
     checked_model_type(model_dir)
-    media = load_media(paths, media_io_kwargs)
+    check_media_paths(paths)
     device = device or default_device()
     config = AutoConfig.from_pretrained(model_dir)
     params = params_for_model(config.architectures[0], anchor if isinstance(anchor, dict) else None)
+    media = load_media(paths, media_io_kwargs, model_dir)
     processor, model = load_vision_model(model_dir, model_dtype(config, dtype), device)
     return explain_media(processor, model, media, params, model_name=str(model_dir), anchor_map=anchor_map)
 

@@ -2,7 +2,8 @@
 
 A panel is one picture (a frame, an image, a tile) with the grid of token indices that
 covers it; each token's value colours its cell. Panels go in rows of at most COLUMNS,
-each scaled to CELL_HEIGHT pixels high, under a title strip. Pillow only.
+each scaled to CELL_HEIGHT pixels high and shown in grey under the colours, under a title
+strip. Pillow only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ COLUMNS = 8
 CELL_HEIGHT = 160
 TITLE_HEIGHT = 18
 FOOTER_HEIGHT = 18
-OVERLAY_ALPHA = 0.55
+OVERLAY_ALPHA = 0.6
 
 # dark purple -> red -> yellow (an inferno-like ramp), interpolated over [0, 1]
 RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
@@ -87,7 +88,9 @@ def draw(panels: list[Panel], token_colours: np.ndarray, footer: str):
         left = (index % grid.columns) * grid.cell_width
         top = (index // grid.columns) * grid.cell_height
         size = (scaled_width(panel.pixels), CELL_HEIGHT)
+        # in grey, so that the overlay's colours read as values
         picture = Image.fromarray(np.ascontiguousarray(panel.pixels, dtype=np.uint8)).resize(size, Image.BILINEAR)
+        picture = picture.convert("L").convert("RGB")
         overlay = Image.fromarray(token_colours[panel.tokens]).resize(size, Image.NEAREST)
         canvas.paste(Image.blend(picture, overlay, OVERLAY_ALPHA), (left, top + TITLE_HEIGHT))
         pen.text((left + 3, top + 3), panel.title, fill=(0, 0, 0))

@@ -57,6 +57,8 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
     "vllm.multimodal.media.video:VideoMediaIO.load_file": ("self", "filepath"),
     "vllm.multimodal.media.image:ImageMediaIO.load_file": ("self", "filepath"),
     "vllm.multimodal.media.base:MediaWithBytes": ("media", "original_bytes", "io_config"),
+    "vllm.multimodal.video:get_video_loader_backend_for_processor": ("video_processor",),
+    "vllm.transformers_utils.processor:get_video_processor_cls_name_from_config": ("processor_name", "revision"),
 }
 
 # "module:Class" -> dataclass fields read (or, for ProcessorInputs, replaced)
@@ -139,15 +141,22 @@ def pin_mismatches() -> list[str]:
 # --- media, as the server decodes it ---------------------------------------------------
 
 
-def load_video_file(path, media_io_kwargs: dict | None = None):
-    """(frames, metadata) of a video file, decoded and sampled by vLLM's video loader with the
-    server's `--media-io-kwargs` video settings (vLLM's defaults when none)."""
+def load_video_file(path, media_io_kwargs: dict | None = None, model_dir=None):
+    """(frames, metadata) of a video file, decoded and sampled as the server's media connector
+    does: with the server's `--media-io-kwargs` video settings, and the loader vLLM registers
+    for the model's video processor class (e.g. Qwen2VLVideoProcessor's samples by fps)."""
     from pathlib import Path
 
     from vllm.multimodal.media.image import ImageMediaIO
     from vllm.multimodal.media.video import VideoMediaIO
+    from vllm.multimodal.video import get_video_loader_backend_for_processor
+    from vllm.transformers_utils.processor import get_video_processor_cls_name_from_config
 
-    return VideoMediaIO(ImageMediaIO(), **(media_io_kwargs or {})).load_file(Path(path)).media
+    kwargs = dict(media_io_kwargs or {})
+    video_processor = get_video_processor_cls_name_from_config(str(model_dir)) if model_dir else None
+    if "video_backend" not in kwargs and (backend := get_video_loader_backend_for_processor(video_processor)):
+        kwargs["video_backend"] = backend
+    return VideoMediaIO(ImageMediaIO(), **kwargs).load_file(Path(path)).media
 
 
 def load_image_file(path, media_io_kwargs: dict | None = None):
