@@ -12,6 +12,7 @@ from utils import VLLM_VIDEOANCHOR, write_mp4
 
 from vllm_videoanchor import heatmap
 from vllm_videoanchor.explain import explain, load_media
+from vllm_videoanchor.explain import main as explain_main
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -108,13 +109,13 @@ def test_bad_input_gets_a_clear_error(model, video, tmp_path, case):
         explain(model_dir, paths, anchor, EIGHT_FRAMES, anchor_map=anchor_map)
 
 
-def test_the_command_exits_2_with_the_message(model, tmp_path):
-    out = run_explain(model, tmp_path / "nowhere.mp4", "--out", tmp_path / "out")
-    assert out.returncode == 2
-    assert "vllm-videoanchor explain: error: media: no such file" in out.stderr
+def test_the_command_exits_2_with_the_message(model, tmp_path, capsys):
+    assert explain_main([str(model), str(tmp_path / "nowhere.mp4"), "--out", str(tmp_path / "out")]) == 2
+    assert "vllm-videoanchor explain: error: media: no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-    out = run_explain(model, tmp_path / "nowhere.mp4", "--anchor", "{not json")
-    assert out.returncode == 2 and "--anchor is not valid JSON" in out.stderr
+    with pytest.raises(SystemExit) as exited:
+        explain_main([str(model), str(tmp_path / "nowhere.mp4"), "--anchor", "{not json"])
+    assert exited.value.code == 2 and "--anchor is not valid JSON" in capsys.readouterr().err
 
 
 def test_a_video_file_decodes_to_the_servers_frames(video):

@@ -73,14 +73,11 @@ def load_media(paths: list[str], media_io_kwargs: dict | None = None, model_dir=
     from .engine import compat
 
     kwargs = media_io_kwargs or {}
+    images = check_media_paths(paths)
     try:
-        if check_media_paths(paths):
+        if images:
             return Media(images=[compat.load_image_file(p, kwargs.get("image")) for p in paths], sources=paths)
         frames, metadata = compat.load_video_file(paths[0], kwargs.get("video"), model_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        if str(exc).startswith("media:"):
-            raise
-        raise ValueError(f"media: cannot decode {', '.join(paths)}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one clear message
         raise ValueError(f"media: cannot decode {', '.join(paths)}: {exc}") from exc
     frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)

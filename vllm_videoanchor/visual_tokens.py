@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 # placeholder text of one video / one image in a prompt, per config.json model_type
@@ -145,7 +144,3 @@ def load_vision_model(model_dir, dtype=torch.float32, device="cpu"):
         hf_logging.set_verbosity(verbosity)
     return AutoProcessor.from_pretrained(model_dir), model.to(device).eval()
 
-
-def as_numpy_frames(frames) -> np.ndarray:
-    """(frames, H, W, 3) uint8 from whatever the video loader returned (array or tensor)."""
-    return np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)
