@@ -34,7 +34,7 @@ from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS, SolveLog
 from vllm_videoanchor.settings import AnchorSettings
 
 from .cli import API_KEYS_ENV
-from .request import RequestError, rewrite_request
+from .request import RequestError, error_body, rewrite_request
 
 ROUTES = ("/v1/chat/completions", "/v1/completions")
 EXPLAIN_ROUTE = "/v1/videoanchor/explain/"
@@ -54,11 +54,6 @@ def _authorized(scope, keys: list[str]) -> bool:
         return True
     header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
     return any(secrets.compare_digest(header, f"Bearer {key}") for key in keys)
-
-
-def error_body(message: str, param: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "BadRequestError", "param": param,
-                                 "code": 400}}).encode()
 
 
 class AnchorMiddleware:
@@ -153,10 +148,9 @@ class AnchorMiddleware:
         found = await asyncio.to_thread(self.solve_log.read_anchors, digest) if digest else None
         if found is None:
             message = f"no anchor map for {item_id!r} (unknown, failed, or no longer kept)"
-            return await _send_json(send, 404, {"error": {"message": message, "type": "NotFoundError",
-                                                          "param": None, "code": 404}})
-        await _send_json(send, 200, {"id": item_id, "n_tokens": len(found.score), "score": found.score,
-                                     "label": found.labels})
+            return await _send_body(send, 404, error_body(message, 404))
+        await _send_body(send, 200, json.dumps({"id": item_id, "n_tokens": len(found.score), "score": found.score,
+                                                "label": found.labels}).encode())
 
     async def _outcomes(self, digests: list[int], wait: float = 2.0) -> dict:
         """The engines' reports for these digests; they are written off the model step, so
@@ -194,11 +188,7 @@ def _replay(body: bytes, receive):
 
 
 async def _send_error(send, message: str, param: str | None) -> None:
-    await _send_body(send, 400, error_body(message, param))
-
-
-async def _send_json(send, status: int, document: dict) -> None:
-    await _send_body(send, status, json.dumps(document).encode())
+    await _send_body(send, 400, error_body(message, 400, param))
 
 
 async def _send_body(send, status: int, body: bytes) -> None:

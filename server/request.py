@@ -10,6 +10,7 @@ allowlist, and writes back only what the plugin needs. No vLLM import here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,16 @@ from vllm_videoanchor.settings import AnchorSettings
 
 _MISSING = object()
 VISUAL_PART_TYPES = ("image_url", "video_url", "input_image", "image", "video", "image_pil", "image_embeds")
+
+
+# the OpenAI error "type" per HTTP status our layer answers with
+ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailable"}
+
+
+def error_body(message: str, status: int = 400, param: str | None = None) -> bytes:
+    """An error response's JSON body in the OpenAI error format."""
+    return json.dumps({"error": {"message": message, "type": ERROR_TYPES.get(status, "Error"), "param": param,
+                                 "code": status}}).encode()
 
 
 class RequestError(ValueError):

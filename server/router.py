@@ -22,19 +22,18 @@ import json
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .request import has_visual_input
+from .request import error_body, has_visual_input
 
 ENCODED_ROUTES = ("/v1/chat/completions",)
 # headers that belong to one hop, not to the request or response
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "ServiceUnavailable" if status == 503 else "Error",
-                                   "param": None, "code": status}}, status_code=status)
+def error(status: int, message: str) -> Response:
+    return Response(error_body(message, status), status_code=status, media_type="application/json")
 
 
 def encoder_request(body: dict) -> dict:
