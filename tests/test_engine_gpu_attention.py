@@ -48,13 +48,13 @@ in_process = pytest.mark.skipif(not IN_PROCESS, reason="triton was imported with
                                 "process: test_in_fresh_interpreter_process runs these")
 
 HQ, HKV, D, BLOCK = 4, 2, 32, 16
+BUILDERS = [gpu_attention.AnchoredFlashAttentionMetadataBuilder, gpu_attention.AnchoredTritonAttentionMetadataBuilder]
 
 
 @pytest.fixture(autouse=True)
 def _interpret_env(monkeypatch):
     """Triton modules imported lazily during a test (vLLM's, the kernel's) need the same mode."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-BUILDERS = [gpu_attention.AnchoredFlashAttentionMetadataBuilder, gpu_attention.AnchoredTritonAttentionMetadataBuilder]
 
 
 def test_in_fresh_interpreter_process():

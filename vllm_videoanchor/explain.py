@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from . import heatmap
-from .anchor import AnchorGains, AnchorParams, compute_anchor_gains, params_for_model
+from .anchor import AnchorGains, AnchorParams, compute_anchor_gains
+from .engine.option import parse_anchor_option
 from .heatmap import Panel
 from .ssc.admm import NO_ADMM
 from .visual_tokens import PLACEHOLDERS, checked_model_type, item_rows, load_vision_model, processor_inputs
@@ -288,7 +289,7 @@ def explain(model_dir, paths: list[str], anchor: dict | bool | None = None, medi
     check_media_paths(paths)
     device = device or default_device()
     config = AutoConfig.from_pretrained(model_dir)
-    params = params_for_model(config.architectures[0], anchor if isinstance(anchor, dict) else None)
+    params = parse_anchor_option(anchor or True, config.architectures[0])  # explain always anchors
     media = load_media(paths, media_io_kwargs, model_dir)
     processor, model = load_vision_model(model_dir, model_dtype(config, dtype), device)
     return explain_media(processor, model, media, params, model_name=str(model_dir), anchor_map=anchor_map)

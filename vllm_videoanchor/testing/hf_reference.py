@@ -69,8 +69,6 @@ class DenseReference:
     def video_inputs(self, prompt, frames, meta, vllm_ids=None):
         if self.internvl:
             return self._internvl_inputs(prompt, {"videos": [frames]}, vllm_ids, video=True)
-        if not self.qwen:  # LLaVA-OneVision takes every frame as given
-            return self.processor(text=[prompt], videos=[frames], return_tensors="pt")
         return visual_tokens.processor_inputs(self.processor, self.config, prompt, videos=[frames],
                                               video_metadata=[meta])
 
