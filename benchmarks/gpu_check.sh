@@ -4,7 +4,11 @@
 # kernel benchmark against torch's flash SDPA and the solver benchmark, as tables.
 #
 #     bash benchmarks/gpu_check.sh            # from the repository root; results in $OUT or /tmp/gpu-check
+#     bash benchmarks/gpu_check.sh --smoke    # the same steps on the CPU with tiny shapes: checks the
+#                                             # script itself (CI runs it), measures nothing
 #
+# Without --smoke it refuses to run where torch sees no CUDA device: the CUDA tests would all
+# be skipped and the check would "pass" having checked nothing.
 # Needs pytest and pytest-timeout (and pydantic for the solver tests through AnchorParams). Where
 # pydantic is missing, wheels in .whl/ are installed to /tmp/site first (see the README's GPU section).
 set -uo pipefail
@@ -17,6 +21,26 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c "import pydantic" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+SMOKE=0
+case "${1:-}" in
+    --smoke) SMOKE=1 ;;
+    "") ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [--smoke]" >&2; exit 2 ;;
+esac
+if [ "$SMOKE" = 0 ] && ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    echo "gpu_check: torch sees no CUDA device here (bash benchmarks/gpu_check.sh --smoke checks the script on a CPU)" >&2
+    exit 2
+fi
+if [ "$SMOKE" = 1 ]; then
+    KERNEL_ARGS=(--smoke)
+    SSC_ARGS=(--device cpu --sizes 128 --features 256 --pca 0 --n-clusters 4)
+    MODES_ARGS=(--device cpu --modes --mode-shapes 64x128)
+else
+    KERNEL_ARGS=()
+    SSC_ARGS=(--device cuda --sizes 2048 4096 8192 16384 --features 4096 --pca 0)
+    MODES_ARGS=(--device cuda --modes)
 fi
 
 "$PY" - <<'EOF' | tee "$OUT/device.txt"
@@ -33,10 +57,9 @@ EOF
 status=0
 timeout 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" --junitxml="$OUT/cuda-tests.xml" \
     tests/test_ssc_cuda.py tests/test_kernel_anchored_prefill_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" || status=1
-timeout 150 "$PY" benchmarks/attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 \
+timeout 150 "$PY" benchmarks/attention_kernel.py "${KERNEL_ARGS[@]}" --json "$OUT/attention_kernel.json" 2>&1 \
     | tee "$OUT/attention_kernel.md" || status=1
-timeout 200 "$PY" benchmarks/ssc.py --device cuda --sizes 2048 4096 8192 16384 --features 4096 --pca 0 2>&1 \
-    | tee "$OUT/ssc.md" || status=1
-timeout 90 "$PY" benchmarks/ssc.py --device cuda --modes 2>&1 | tee "$OUT/ssc_modes.md" || status=1
+timeout 200 "$PY" benchmarks/ssc.py "${SSC_ARGS[@]}" 2>&1 | tee "$OUT/ssc.md" || status=1
+timeout 90 "$PY" benchmarks/ssc.py "${MODES_ARGS[@]}" 2>&1 | tee "$OUT/ssc_modes.md" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo passed || echo FAILED); results in $OUT"
 exit $status

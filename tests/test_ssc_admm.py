@@ -143,6 +143,12 @@ def test_fast_mode_is_closer_to_the_optimum_in_half_the_steps(family):
     assert fast.n_iter <= reference_stop.n_iter / 2
 
 
+def test_token_families_refuse_too_few_features():
+    with pytest.raises(ValueError, match="d must be >= 64, got 32"):
+        token_family("subspaces", 64, 32)
+    assert token_family("noise", 64, 32).shape == (32, 64)  # no subspaces to embed
+
+
 def test_solver_mode_defaults_and_overrides():
     """rho and eps None: the mode's values; given, they are used (and the mode's step rules kept)."""
     Y = torch.tensor(reference.union_of_subspaces(n_subspaces=3, points=20, ambient=16)[0].T)

@@ -26,6 +26,8 @@ def token_family(name: str, n: int, d: int, seed: int = 0, noise: float = 0.05) 
     if name not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {name!r}")
     ambient, n_subspaces = 64, 24
+    if d < ambient:
+        raise ValueError(f"family {name!r} embeds a {ambient}-dimensional space: d must be >= {ambient}, got {d}")
     copies = n // 20 if name == "near_duplicates" else 0
     m = n - copies
     sizes = np.full(n_subspaces, m // n_subspaces)
