@@ -137,3 +137,19 @@ def test_a_solver_backend_that_cannot_run_is_refused_by_name():
     if not cupy_available():
         with pytest.raises(ValueError, match="solver backend 'cupy' needs CuPy"):
             check_solver_backend("cupy")
+
+
+@pytest.mark.parametrize("solver_mode, step", [("fast", 10), ("reference", 1)])
+def test_a_diverging_solve_stops_at_its_first_check(solver_mode, step):
+    """alpha_z = 1e300 is a finite, admissible number whose arithmetic overflows to NaN in
+    the Woodbury path: the solve stops at its first residual check with an error naming the
+    regularisers, instead of running max_iter steps on NaN (seconds of a shared engine's
+    step) and failing later in k-means."""
+    Y = torch.tensor(good_data(n=40, d=20).T, dtype=torch.float32)  # fewer features than tokens
+    message = rf"diverged: its residual is nan at step {step} \(.*lambda_z=.*\): the regularisers \(alpha_e, alpha_z\)"
+    with pytest.raises(FloatingPointError, match=message):
+        admm_ssc(Y, alpha_z=1e300, solver="lowrank", solver_mode=solver_mode)
+    with pytest.raises(FloatingPointError, match=message):
+        admm_ssc_xp(Y.numpy(), xp=np, alpha_z=1e300, solver="lowrank", solver_mode=solver_mode)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        SparseSubspaceClustering(n_clusters=2, alpha_z=1e300, solver="lowrank", solver_mode=solver_mode).fit(Y.T)

@@ -191,8 +191,13 @@ def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float, lambda_e
              max_iter: int, affine: bool) -> AdmmResult:
     """The mode's iteration (iteration.py) on a factored A-update `step`, as an AdmmResult;
     shared by the torch and the CuPy/NumPy solvers."""
-    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
-                  max_iter=max_iter, affine=affine)
+    try:
+        out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
+                      max_iter=max_iter, affine=affine)
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"{exc} (lambda_e={lambda_e:.3g}, lambda_z={lambda_z:.3g}, rho={rho:g}, "
+                                 f"{Y.dtype}): the regularisers (alpha_e, alpha_z) or the tokens are too "
+                                 "large for this arithmetic") from None
     return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode))
 
 
