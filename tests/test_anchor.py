@@ -42,6 +42,8 @@ def test_defaults():
     "field, value",
     [
         ("alpha_k", -1.0),
+        ("alpha_k", 1e308),  # float32 gains would be inf x 0 = NaN
+        ("alpha_v", 1000.5),
         ("alpha_v", float("nan")),
         ("alpha_q", "big"),
         ("n_clusters", 0),
@@ -64,6 +66,13 @@ def test_bad_params_name_the_field(field, value):
         AnchorParams(**{field: value})
     assert field in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_the_largest_gains_stay_finite(random_tokens):
+    tokens = torch.tensor(random_tokens, dtype=torch.float32)
+    gains = compute_anchor_gains(tokens, AnchorParams(n_clusters=3, alpha_k=1000.0, alpha_v=1000.0))
+    for gain in (gains.gain_k, gains.gain_v):
+        assert torch.isfinite(gain).all() and gain.min() == 1.0 and 1000.0 < gain.max() <= 1001.0
 
 
 def test_params_from_json_and_ints_for_floats():

@@ -169,6 +169,7 @@ def test_plain_http_with_a_top_level_anchor_field(servers, media):
 @pytest.mark.parametrize("case, extra, video, text", [
     ("wrong type", {"anchor": {"n_clusters": "many"}}, "video", "anchor.n_clusters"),
     ("out of range", {"anchor": {"alpha_v": -2}}, "video", "anchor.alpha_v"),
+    ("gain too large", {"anchor": {"alpha_k": 1e308}}, "video", "anchor.alpha_k: Input should be less than or equal"),
     ("unknown field", {"anchor": {"alpha_z_typo": 1}}, "video", "anchor.alpha_z_typo"),
     ("not an object", {"anchor": [1, 2]}, "video", "anchor must be true, false or an object"),
     ("max_iter over limit", {"anchor": {"max_iter": 20000}}, "video", "limit of 10000"),

@@ -22,6 +22,11 @@ from .ssc.admm import NO_ADMM, AdmmStats, forward_stats
 from .ssc.params import DTYPES, REQUEST_KNOBS, Knob, size_violation
 
 SCORE_EPS = 1e-5  # the reference's guard in (s_hat - min) / (max - min + 1e-5)
+# Largest alpha_q / alpha_k / alpha_v, 100x the paper's: a key gain of 1 + 1000 s already adds
+# 6.9 nats to a logit, and a value gain scales activations that float16 holds only to 65504.
+# Unbounded, alpha_k = 1e308 made NaN gains (inf x 0 in float32) and NaN attention, served
+# as "applied".
+MAX_ALPHA = 1000.0
 # AnchorParams fields that are SparseSubspaceClustering parameters of the same name
 ESTIMATOR_FIELDS = frozenset(knob.name for knob in REQUEST_KNOBS)
 
@@ -36,9 +41,9 @@ class _MethodParams(BaseModel):
         "uniform: every visual token s = 1 (ablation)")
     score: Literal["both", "size", "self_expression"] = Field(
         "both", description="s from cluster share x self-expression (both), or one factor alone (ablation)")
-    alpha_q: float = Field(4.0, ge=0, allow_inf_nan=False, description="no effect (cancels)")
-    alpha_k: float = Field(9.5, ge=0, allow_inf_nan=False, description="key gain: 1 + alpha_k s")
-    alpha_v: float = Field(2.5, ge=0, allow_inf_nan=False, description="value gain: 1 + alpha_v s")
+    alpha_q: float = Field(4.0, ge=0, le=MAX_ALPHA, allow_inf_nan=False, description="no effect (cancels)")
+    alpha_k: float = Field(9.5, ge=0, le=MAX_ALPHA, allow_inf_nan=False, description="key gain: 1 + alpha_k s")
+    alpha_v: float = Field(2.5, ge=0, le=MAX_ALPHA, allow_inf_nan=False, description="value gain: 1 + alpha_v s")
 
     @field_validator("score")
     @classmethod
