@@ -191,18 +191,16 @@ def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float, lambda_e
              max_iter: int, affine: bool) -> AdmmResult:
     """The mode's iteration (iteration.py) on a factored A-update `step`, as an AdmmResult;
     shared by the torch and the CuPy/NumPy solvers."""
-    try:
-        out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
-                      max_iter=max_iter, affine=affine)
-    except FloatingPointError as exc:
-        raise FloatingPointError(f"{exc} (lambda_e={lambda_e:.3g}, lambda_z={lambda_z:.3g}, rho={rho:g}, "
-                                 f"{Y.dtype}): the regularisers (alpha_e, alpha_z) or the tokens are too "
-                                 "large for this arithmetic") from None
+    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
+                  max_iter=max_iter, affine=affine)
     return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode))
 
 
-def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None) -> tuple[float, float]:
-    """lambda_e, lambda_z: alpha / mu (data-scaled) unless given; ValueError when unusable."""
+def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *,
+                 largest: float = math.inf, dtype="float64") -> tuple[float, float]:
+    """lambda_e, lambda_z: alpha / mu (data-scaled) unless given; ValueError when unusable,
+    also when one exceeds `largest`, the largest number of the solve's `dtype` (a step
+    would overflow at once)."""
     if (lambda_e is None or lambda_z is None) and not (mu_e > 0 and mu_z > 0):
         raise ValueError(
             "cannot scale the regularisers: the tokens are zero or mutually orthogonal "
@@ -212,6 +210,10 @@ def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None) -> 
     lambda_z = alpha_z / mu_z if lambda_z is None else float(lambda_z)
     if not all(math.isfinite(x) and x > 0 for x in (lambda_e, lambda_z)):
         raise ValueError(f"regularisers must be positive and finite, got {lambda_e=}, {lambda_z=}")
+    for name, value in (("lambda_e", lambda_e), ("lambda_z", lambda_z)):
+        if value > largest:
+            raise ValueError(f"{name}={value:.3g} exceeds {dtype}'s range: alpha_{name[-1]} is too large "
+                             "for these tokens")
     return lambda_e, lambda_z
 
 
@@ -244,7 +246,7 @@ def admm_ssc(
 
     gram = Y.T @ Y
     lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(Y, gram.clone()),
-                                      lambda_e, lambda_z)
+                                      lambda_e, lambda_z, largest=torch.finfo(Y.dtype).max, dtype=Y.dtype)
     if solver == "dense":
         system = _DenseSystem(Y, gram, lambda_z, rho, affine)
     else:
