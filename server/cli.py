@@ -19,6 +19,8 @@ import os
 import sys
 import tempfile
 
+import pydantic
+
 from vllm_videoanchor.settings import AnchorSettings
 
 MIDDLEWARE = "vllm_videoanchor_server.middleware.AnchorMiddleware"
@@ -100,6 +102,12 @@ def _on_cuda() -> bool:
     return current_platform.is_cuda()
 
 
+def _flag(setting: str) -> str:
+    """The command-line flag of an AnchorSettings field (anchor_default -> --anchor-default,
+    max_frames -> --anchor-max-frames)."""
+    return "--" + ("" if setting.startswith("anchor_") else "anchor-") + setting.replace("_", "-")
+
+
 def server_command(argv: list[str], on_cuda: bool | None = None) -> tuple[list[str], dict[str, str]]:
     """(vLLM server argv, environment additions) for `vllm-videoanchor` arguments."""
     defaults = _defaults()
@@ -109,7 +117,12 @@ def server_command(argv: list[str], on_cuda: bool | None = None) -> tuple[list[s
                  solver_backend=args.anchor_solver_backend,
                  solve_log=defaults.solve_log or os.path.join(tempfile.mkdtemp(prefix="videoanchor-"),
                                                               "solves.sqlite"))
-    settings = AnchorSettings(**{**defaults.model_dump(), **flags})  # validated: flags out of range raise
+    try:
+        settings = AnchorSettings(**{**defaults.model_dump(), **flags})
+    except pydantic.ValidationError as exc:  # a flag out of range: say which, as argparse would
+        problems = "; ".join(f"{_flag(error['loc'][0])}: {error['msg']} (got {error['input']!r})"
+                             for error in exc.errors())
+        raise ValueError(problems) from None
     env = settings.to_env()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
                "--middleware", MIDDLEWARE, "--trust-request-mm-kwargs", *rest,
@@ -144,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(disagg(argv[1:]))
     try:
         command, env = server_command(argv)
-    except ValueError as exc:  # pydantic: a flag out of range
-        sys.exit(f"vllm-videoanchor: {exc}")
+    except ValueError as exc:  # a flag out of range
+        sys.exit(f"vllm-videoanchor serve: error: {exc}")
     environment = dict(os.environ, **env)
     if "PROMETHEUS_MULTIPROC_DIR" not in environment:
         environment["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="videoanchor-metrics-")

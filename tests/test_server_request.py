@@ -4,7 +4,7 @@ import pytest
 
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.settings import AnchorSettings
-from vllm_videoanchor_server.cli import MIDDLEWARE, PIECEWISE_GRAPHS, server_command
+from vllm_videoanchor_server.cli import MIDDLEWARE, PIECEWISE_GRAPHS, main, server_command
 from vllm_videoanchor_server.request import RequestError, rewrite_request
 
 VIDEO_MESSAGE = [{"role": "user", "content": [
@@ -96,8 +96,16 @@ def test_serve_command_line():
     assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "torch"
     _, env = server_command(["serve", "m", "--anchor-solver-backend", "cupy"])
     assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "cupy"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^--anchor-max-frames: Input should be greater than or equal to 1 \(got 0\)"):
         server_command(["serve", "m", "--anchor-max-frames", "0"])
+
+
+def test_a_flag_out_of_range_exits_naming_the_flag():
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "m", "--anchor-max-visual-tokens", "-1", "--anchor-max-iter-limit", "0"])
+    assert exit_.value.code == (
+        "vllm-videoanchor serve: error: --anchor-max-visual-tokens: Input should be greater than or equal to 0 "
+        "(got -1); --anchor-max-iter-limit: Input should be greater than or equal to 1 (got 0)")
 
 
 def test_serve_asks_for_piecewise_cuda_graphs_on_cuda_only():
