@@ -153,4 +153,5 @@ def test_regularisers_beyond_the_arithmetic_are_refused_before_the_solve(solver)
     with pytest.raises(ValueError, match=message):
         SparseSubspaceClustering(n_clusters=2, alpha_z=1e300, solver=solver).fit(Y.T)
     assert admm_ssc(Y.double(), alpha_z=1e300, solver=solver, max_iter=20).n_iter == 20  # float64 holds it
-
+    with pytest.raises(ValueError, match=r"lambda_z=1e\+39 exceeds .*float32's range: lambda_z is too large"):
+        admm_ssc(Y, lambda_e=1.0, lambda_z=1e39, solver=solver)  # given, not scaled: it names itself

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from .iteration import TorchOps, iterate
@@ -196,11 +197,11 @@ def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float, lambda_e
     return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode))
 
 
-def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *,
-                 largest: float = math.inf, dtype="float64") -> tuple[float, float]:
+def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *, dtype=None) -> tuple[float, float]:
     """lambda_e, lambda_z: alpha / mu (data-scaled) unless given; ValueError when unusable,
-    also when one exceeds `largest`, the largest number of the solve's `dtype` (a step
+    also when one exceeds the largest number of the solve's `dtype` (torch or NumPy; a step
     would overflow at once)."""
+    given = {"lambda_e": lambda_e is not None, "lambda_z": lambda_z is not None}
     if (lambda_e is None or lambda_z is None) and not (mu_e > 0 and mu_z > 0):
         raise ValueError(
             "cannot scale the regularisers: the tokens are zero or mutually orthogonal "
@@ -210,10 +211,13 @@ def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *,
     lambda_z = alpha_z / mu_z if lambda_z is None else float(lambda_z)
     if not all(math.isfinite(x) and x > 0 for x in (lambda_e, lambda_z)):
         raise ValueError(f"regularisers must be positive and finite, got {lambda_e=}, {lambda_z=}")
-    for name, value in (("lambda_e", lambda_e), ("lambda_z", lambda_z)):
-        if value > largest:
-            raise ValueError(f"{name}={value:.3g} exceeds {dtype}'s range: alpha_{name[-1]} is too large "
-                             "for these tokens")
+    if dtype is not None:
+        largest = (torch.finfo if isinstance(dtype, torch.dtype) else np.finfo)(dtype).max
+        for name, value in (("lambda_e", lambda_e), ("lambda_z", lambda_z)):
+            if value > largest:
+                culprit = name if given[name] else "alpha_" + name[-1]
+                raise ValueError(f"{name}={value:.3g} exceeds {dtype}'s range: {culprit} is too large "
+                                 "for these tokens")
     return lambda_e, lambda_z
 
 
@@ -246,7 +250,7 @@ def admm_ssc(
 
     gram = Y.T @ Y
     lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(Y, gram.clone()),
-                                      lambda_e, lambda_z, largest=torch.finfo(Y.dtype).max, dtype=Y.dtype)
+                                      lambda_e, lambda_z, dtype=Y.dtype)
     if solver == "dense":
         system = _DenseSystem(Y, gram, lambda_z, rho, affine)
     else:

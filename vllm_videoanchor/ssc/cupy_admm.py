@@ -107,8 +107,7 @@ def admm_ssc_xp(
     abs_gram = xp.abs(gram) * (1 - xp.eye(n, dtype=Y.dtype))
     mu_z = float(abs_gram.max(axis=1).min())
     del abs_gram
-    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, mu_e, mu_z, largest=float(xp.finfo(Y.dtype).max),
-                                      dtype=Y.dtype)
+    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, mu_e, mu_z, dtype=Y.dtype)
     step = _factor(xp, Y, gram, lambda_z, rho, affine, solver)
     del gram
     return run_admm(XpOps(xp), Y, step, solver_mode, rho=rho, eps=eps, lambda_e=lambda_e, lambda_z=lambda_z,
