@@ -39,8 +39,23 @@ ANCHORS = {
 }
 
 
+def native_bfloat16_pos_embed(dtype: str) -> None:
+    """Qwen3-VL's vision tower interpolates position embeddings with a Triton kernel
+    wherever vLLM sees Triton. In this CPU test environment that kernel runs in Triton's
+    interpreter, which turns bfloat16 into NaN (float32 and float16 match vLLM's native
+    torch version; tests/test_engine_plugin.py::test_qwen3_vl_pos_embed_kernel_in_the_interpreter).
+    On a GPU the compiled kernel is fine, so a bfloat16 run here takes vLLM's native version."""
+    if dtype != "bfloat16":
+        return
+    from vllm.model_executor.models import qwen3_vl
+
+    qwen3_vl.triton_pos_embed_interpolate = qwen3_vl.pos_embed_interpolate_native
+
+
 def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True):
     from vllm import LLM, SamplingParams
+
+    native_bfloat16_pos_embed(dtype)
 
     solves = [] if plain_only else record_solves()
     launches = count_kernel_launches()
@@ -60,6 +75,7 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
                    "multi_modal_data": {"image": [image_item(seed) for seed in range(1, JOINT_IMAGES + 1)]}},
     }
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
+    results["runner"] = "v2" if llm.llm_engine.vllm_config.use_v2_model_runner else "v1"
     if plain_only:
         print("RESULTS " + json.dumps(results))
         return

@@ -36,6 +36,11 @@ def stock(model):
     return run_engine(model, "--plain-only", plugins="")
 
 
+def test_engines_run_model_runner_v2(plugin, stock):
+    """The runner every GPU user runs (the CPU build picks it once Triton is there)."""
+    assert plugin["runner"] == stock["runner"] == "v2"
+
+
 @pytest.mark.parametrize("kind", ["video", "image", "text", "images"])
 def test_plain_requests_equal_stock_vllm(plugin, stock, kind):
     assert plugin[kind] == stock[kind]  # tokens, logprobs and prompt logprobs, bit for bit
@@ -279,6 +284,7 @@ def test_bfloat16_model(model):
     if model_type(model) not in FULL_RUNS:
         pytest.skip(f"bfloat16 is checked on {FULL_RUNS}")
     bf16 = run_engine(model, "--dtype", "bfloat16")
+    assert np.isfinite(actual_prompt_logprobs(bf16["video"])).all()
     assert max_logprob_diff(bf16["anchored"], bf16["video"]) > 1e-2
     assert max_logprob_diff(bf16["zero_alphas"], bf16["video"]) < 1e-5
     assert answer(bf16["anchored_again"]) == answer(bf16["anchored"])
