@@ -2,25 +2,25 @@
 
     python tests/parallel_script.py tensor MODEL_DIR TP    # a plain and an anchored video request
                                                            # on TP ranks: prints RESULTS <json>
-    python tests/parallel_script.py pipeline MODEL_DIR     # starts with 2 pipeline stages: prints
-                                                           # STARTED if vLLM (and the plugin) let it
+    python tests/parallel_script.py pipeline MODEL_DIR     # the same two requests on 2 pipeline
+                                                           # stages: prints RESULTS <json>
 """
 
 import json
 import sys
 
-# (vLLM's worker processes may import this module again: imports stay in the functions, and the
-# pipeline run imports nothing of the tests)
+# (vLLM's worker processes may import this module again: imports stay in the functions)
 
 
-def tensor_parallel(model: str, tp: int) -> None:
+def plain_and_anchored(model: str, tp: int = 1, pp: int = 1) -> None:
     from engine_script import PROMPT, summary, video_item
     from vllm import LLM, SamplingParams
 
     from vllm_videoanchor.testing import model_spec
 
-    llm = LLM(model=model, max_model_len=1024, enforce_eager=True, tensor_parallel_size=tp, dtype="float32",
-              distributed_executor_backend="mp" if tp > 1 else None, limit_mm_per_prompt={"video": 1})
+    llm = LLM(model=model, max_model_len=1024, enforce_eager=True, tensor_parallel_size=tp, pipeline_parallel_size=pp,
+              dtype="float32", distributed_executor_backend="mp" if tp * pp > 1 else None,
+              limit_mm_per_prompt={"video": 1})
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=1)
     prompt = {"prompt": PROMPT.format(media=model_spec(model).video_placeholder),
               "multi_modal_data": {"video": video_item()}}
@@ -28,19 +28,11 @@ def tensor_parallel(model: str, tp: int) -> None:
     print("RESULTS " + json.dumps([summary(o) for o in outputs]))
 
 
-def pipeline_parallel(model: str) -> None:
-    from vllm import LLM
-
-    LLM(model=model, max_model_len=1024, enforce_eager=True, pipeline_parallel_size=2,
-        distributed_executor_backend="mp")
-    print("STARTED")
-
-
 if __name__ == "__main__":
     mode, model, *rest = sys.argv[1:]
     if mode == "tensor":
-        tensor_parallel(model, int(rest[0]))
+        plain_and_anchored(model, tp=int(rest[0]))
     elif mode == "pipeline":
-        pipeline_parallel(model)
+        plain_and_anchored(model, pp=2)
     else:
         sys.exit(f"unknown mode {mode!r}: tensor or pipeline")

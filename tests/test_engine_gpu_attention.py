@@ -177,6 +177,18 @@ class AnchoredDenseStock(gpu_attention.AnchoredImplMixin, DenseStock):
     pass
 
 
+class StoresNoAttnType(DenseStock):
+    """Like vLLM's FlashInferImpl: takes attn_type, never stores it."""
+
+    def __init__(self, step, attn_type=AttentionType.DECODER):
+        super().__init__(step)
+        del self.attn_type
+
+
+class AnchoredStoresNoAttnType(gpu_attention.AnchoredImplMixin, StoresNoAttnType):
+    pass
+
+
 def publish(state, step, gains_by_request):
     """What embed_input_ids publishes: the step's per-token gains (1 for plain tokens and
     the padded rows)."""
@@ -294,6 +306,74 @@ def test_until_an_anchored_request_runs_a_step_is_the_stock_step(state, vllm_con
     assert state.slot_gain_k is None
 
 
+def test_which_requests_hold_gains_is_exact_and_bounded(state, vllm_config):
+    """Full blocks are read from per-block flags, the last partial block slot by slot: no
+    temporary grows with the context (it was [requests x tokens], 250 MB at 64 x 128k),
+    and a recycled block's old gains past a context's end do not count."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                self.largest = max(self.largest, out.numel())
+            return out
+
+    step = Step([(120, 120, True), (37, 5, True), (50, 50, True)])
+    seen = compat.step_metadata(step.metadata(BUILDERS[0], vllm_config))
+    rows = torch.tensor([0, 1, 2], dtype=torch.int32)
+    num_slots = step.num_blocks * BLOCK
+
+    def holds():
+        with Sizes() as sizes:
+            held = gains.context_holds_gains(seen, rows, state.block_anchored, state.slot_gain_k,
+                                             state.slot_gain_v, BLOCK)
+        n_blocks = -(-seen.max_seq_len // BLOCK)
+        assert sizes.largest <= 3 * max(n_blocks, BLOCK) < 3 * seen.max_seq_len
+        return held.tolist()
+
+    state.store(step.context_slots(0), *anchored_gains(120, seed=1), num_slots, BLOCK)
+    last_block = int(step.block_table[1, 37 // BLOCK])
+    past_the_end = torch.tensor([last_block * BLOCK + 37 % BLOCK + 3])  # an old request's gain
+    state.store(past_the_end, torch.tensor([3.0]), torch.tensor([2.0]), num_slots, BLOCK)
+    assert holds() == [1, 0, 0]
+    state.store(step.context_slots(1)[-2:], torch.tensor([1.0, 2.0]), torch.ones(2), num_slots, BLOCK)
+    assert holds() == [1, 1, 0]
+    state.store(step.context_slots(2)[20:21], torch.ones(1), torch.tensor([1.5]), num_slots, BLOCK)  # a full block
+    assert holds() == [1, 1, 1]
+    state.store(step.context_slots(2)[20:21], torch.ones(1), torch.ones(1), num_slots, BLOCK)  # rewritten plain
+    assert holds() == [1, 1, 0]
+
+
+@in_process
+def test_a_backend_that_does_not_store_attn_type_still_anchors(state, vllm_config):
+    """vLLM's FlashInferImpl never sets `attn_type` (FLASH_ATTN and TRITON_ATTN do): the
+    anchored forward and the start-up check of the decoder layers still find it a decoder."""
+    requests = [(40, 40, True), (30, 30, True)]
+    step = Step(requests, seed=4)
+    metadata = step.metadata(BUILDERS[0], vllm_config)
+    anchored = {0: anchored_gains(40, 1)}
+    publish(state, step, anchored)
+    impl = AnchoredStoresNoAttnType(step)
+    assert impl.attn_type == AttentionType.DECODER
+    output = impl.forward(None, step.query, None, None, step.kv_cache, metadata, torch.zeros_like(step.query))
+    ref = step.attention(0, *anchored[0])
+    assert (output[step.rows(0)].double() - ref).abs().max() / ref.abs().max() < 1e-5
+
+    class Layer(torch.nn.Module):  # what compat reads of vLLM's Attention layer
+        def __init__(self):
+            super().__init__()
+            self.impl, self.attn_type = StoresNoAttnType(step), AttentionType.DECODER
+            self.attn_backend = gpu_attention.AnchoredTritonAttentionBackend  # any backend class
+
+    model = torch.nn.Sequential(Layer())
+    assert [name for name, _, _ in compat.decoder_attention_layers(model)] == ["0"]
+
+
 @in_process
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("builder", BUILDERS)
@@ -307,11 +387,8 @@ def test_forward_equals_dense_reference(layout, builder, state, vllm_config):
     metadata = step.metadata(builder, vllm_config)
     anchored = {0: anchored_gains(40, 1), 3: anchored_gains(45, 2), 4: anchored_gains(70, 3)}
     # the cached context of requests 3 and 4 was written by earlier steps
-    state.slot_gain_k = torch.ones(step.num_blocks * BLOCK + 1)
-    state.slot_gain_v = torch.ones_like(state.slot_gain_k)
     for r in (3, 4):
-        state.slot_gain_k[step.context_slots(r)] = anchored[r][0]
-        state.slot_gain_v[step.context_slots(r)] = anchored[r][1]
+        state.store(step.context_slots(r), *anchored[r], step.num_blocks * BLOCK, BLOCK)
     state.live = True
     publish(state, step, anchored)
 

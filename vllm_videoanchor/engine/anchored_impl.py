@@ -6,6 +6,8 @@ backend's recompute of the prefilling requests. Before that, a step costs one fl
 
 from __future__ import annotations
 
+import inspect
+
 from vllm.v1.attention.backend import AttentionType
 
 from . import gains
@@ -13,6 +15,12 @@ from . import gains
 
 class AnchoredForwardMixin:
     """Put first in the bases of a vLLM AttentionImpl; subclasses supply `anchored_recompute`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not hasattr(self, "attn_type"):  # FlashInferImpl takes attn_type but never stores it
+            given = inspect.signature(super().__init__).bind(*args, **kwargs).arguments
+            self.attn_type = given.get("attn_type", AttentionType.DECODER)
 
     def forward(self, layer, query, key, value, kv_cache, attn_metadata, output,
                 output_scale=None, output_block_scale=None):

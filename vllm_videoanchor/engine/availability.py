@@ -24,8 +24,37 @@ FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_G
                       "(vllm-videoanchor serve sets it on CUDA)")
 
 
+def config_unavailable_reason(vllm_config) -> str | None:
+    """Engine settings under which anchoring would be silently wrong, so it is refused (the
+    engine still serves plain requests as stock vLLM does):
+    - pipeline parallelism: only the first stage sees the embeddings and so the gains;
+      later stages would run plain attention;
+    - context parallelism (decode or prefill): each rank holds a shard of the KV cache, and
+      the anchored kernel reads only this rank's;
+    - a KV connector (disaggregated prefill, LMCache, vLLM's CPU KV offload): it fills KV
+      blocks from outside the step, where the per-slot gains are never written."""
+    parallel = vllm_config.parallel_config
+    if parallel.pipeline_parallel_size > 1:
+        return (f"anchoring does not support pipeline parallelism (pipeline_parallel_size="
+                f"{parallel.pipeline_parallel_size}): later stages never see the gains; use tensor or data "
+                "parallelism to anchor")
+    for name in ("decode_context_parallel_size", "prefill_context_parallel_size"):
+        size = getattr(parallel, name, 1)
+        if size > 1:
+            return (f"anchoring does not support context parallelism ({name}={size}): the anchored attention "
+                    "reads only this rank's share of the KV cache")
+    connector = compat.kv_connector(vllm_config)
+    if connector:
+        return (f"anchoring does not support a KV connector or KV offloading (kv_connector={connector!r}): "
+                "KV blocks it loads carry no anchor gains")
+    return None
+
+
 def unavailable_reason(vllm_config, model) -> str | None:
     """Why this engine cannot anchor (None when it can); `model` is the constructed model."""
+    reason = config_unavailable_reason(vllm_config)
+    if reason:
+        return reason
     if compat.is_cpu_platform():
         return cpu_kv_layout.unavailable_reason(compat.engine_kv_layout(vllm_config),
                                                 compat.engine_kv_cache_dtype(vllm_config))

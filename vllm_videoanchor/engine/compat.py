@@ -315,9 +315,16 @@ def decoder_attention_layers(model) -> list[tuple[str, object, str]]:
     layers = []
     for name, module in model.named_modules():
         impl, backend = getattr(module, "impl", None), getattr(module, "attn_backend", None)
-        if impl is not None and backend is not None and getattr(impl, "attn_type", None) == AttentionType.DECODER:
+        # the layer's type, not the impl's: FLASHINFER's impl never stores it
+        if impl is not None and backend is not None and getattr(module, "attn_type", None) == AttentionType.DECODER:
             layers.append((name, impl, backend.get_name()))
     return layers
+
+
+def kv_connector(vllm_config) -> str | None:
+    """The KV connector of this engine (vLLM turns --kv-offloading-size into one), or None."""
+    config = vllm_config.kv_transfer_config
+    return (config.kv_connector or "unnamed") if config is not None else None
 
 
 def full_cuda_graphs(vllm_config) -> bool:

@@ -54,20 +54,27 @@ def prefilling_requests(step: compat.StepMetadata) -> list[int]:
     return torch.nonzero((q_lens > 0) & prefill).flatten().tolist()
 
 
-def context_holds_gains(step: compat.StepMetadata, rows: torch.Tensor, slot_gain_k: torch.Tensor,
-                        slot_gain_v: torch.Tensor, block_size: int) -> torch.Tensor:
+def context_holds_gains(step: compat.StepMetadata, rows: torch.Tensor, block_anchored: torch.Tensor,
+                        slot_gain_k: torch.Tensor, slot_gain_v: torch.Tensor, block_size: int) -> torch.Tensor:
     """Per request of `rows` (device int32: 1 or 0): does any slot of its context hold a
-    gain != 1? One gather over the requests' block-table rows, masked by their context
-    lengths; no sync."""
-    device = step.block_table.device
+    gain != 1? Its full blocks are read from the per-block flags (`block_anchored`: does
+    any slot of the block hold a gain != 1; exact for a block wholly in context), its last,
+    partial block slot by slot (slots past the context may hold a recycled block's old
+    gains). Temporaries are [requests x blocks] and [requests x block_size], never
+    [requests x tokens]; no sync."""
     rows = rows.long()
     blocks = step.block_table[rows][:, :-(-step.max_seq_len // block_size)].long()  # [R, n_blocks]
-    positions = torch.arange(blocks.shape[1] * block_size, device=device)
-    slots = (blocks[:, :, None] * block_size + positions[:block_size]).reshape(rows.shape[0], -1)
-    in_context = positions[None, :] < step.seq_lens[rows].long()[:, None]
-    slots = torch.where(in_context, slots, 0)
-    differs = (slot_gain_k[slots] != 1) | (slot_gain_v[slots] != 1)
-    return (differs & in_context).any(dim=1).to(torch.int32)
+    seq_lens = step.seq_lens[rows].long()
+    full_blocks = seq_lens // block_size
+    block_index = torch.arange(blocks.shape[1], device=blocks.device)
+    in_full_block = block_index[None, :] < full_blocks[:, None]
+    full_hold = (block_anchored[blocks] & in_full_block).any(dim=1)
+    last_block = blocks.gather(1, full_blocks.clamp(max=blocks.shape[1] - 1)[:, None])  # [R, 1]
+    offsets = torch.arange(block_size, device=blocks.device)
+    last_slots = last_block * block_size + offsets[None, :]  # [R, block_size]
+    in_context = offsets[None, :] < (seq_lens % block_size)[:, None]
+    differs = (slot_gain_k[last_slots] != 1) | (slot_gain_v[last_slots] != 1)
+    return (full_hold | (differs & in_context).any(dim=1)).to(torch.int32)
 
 
 class GainState:
@@ -79,6 +86,8 @@ class GainState:
         self.live = False  # some slot may hold a gain != 1
         self.slot_gain_k: torch.Tensor | None = None
         self.slot_gain_v: torch.Tensor | None = None
+        self.block_anchored: torch.Tensor | None = None  # per KV block: some slot holds a gain != 1
+        self.block_size = 0
         self.step_rows: AnchoredRows = NO_ROWS  # this step's candidates for the anchored path
         self._step_metadata = None  # the attention metadata step_rows were found for
 
@@ -100,33 +109,49 @@ class GainState:
         step = compat.step_metadata(metadata)
         if self.pending_write:
             self.pending_write = False
-            self._write_slots(step.slot_mapping[:step.num_actual_tokens], num_slots)
+            self._write_slots(step.slot_mapping[:step.num_actual_tokens], num_slots, block_size)
         self._step_metadata = metadata
         requests = prefilling_requests(step)
         if requests and self.slot_gain_k is not None:
             indices = torch.tensor(requests, dtype=torch.int32).to(step.block_table.device, non_blocking=True)
-            enabled = context_holds_gains(step, indices, self.slot_gain_k, self.slot_gain_v, block_size)
+            enabled = context_holds_gains(step, indices, self.block_anchored, self.slot_gain_k, self.slot_gain_v,
+                                          block_size)
             self.step_rows = AnchoredRows(requests, indices, enabled, step)
         else:
             self.step_rows = NO_ROWS
         return self.step_rows
 
-    def _write_slots(self, slot_mapping: torch.Tensor, num_slots: int) -> None:
+    def _write_slots(self, slot_mapping: torch.Tensor, num_slots: int, block_size: int) -> None:
         """Store the step's gains (1 where none were published) at its KV slots; padded
         rows (slot -1) write the spare slot at index num_slots, which no request reads."""
-        if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots + 1:
-            self.slot_gain_k = torch.ones(num_slots + 1, dtype=torch.float32, device=slot_mapping.device)
-            self.slot_gain_v = torch.ones_like(self.slot_gain_k)
-        n = slot_mapping.numel()
         slots = torch.where(slot_mapping >= 0, slot_mapping.long(), num_slots)
         if self.step_gains is None:
-            self.slot_gain_k.index_fill_(0, slots, 1.0)
-            self.slot_gain_v.index_fill_(0, slots, 1.0)
+            ones = torch.ones(slots.shape[0], dtype=torch.float32, device=slots.device)
+            self.store(slots, ones, ones, num_slots, block_size)
         else:
-            gain_k, gain_v = (g[:n].to(self.slot_gain_k.device) for g in self.step_gains)
-            self.slot_gain_k.index_copy_(0, slots, gain_k)
-            self.slot_gain_v.index_copy_(0, slots, gain_v)
+            n = slots.shape[0]
+            self.store(slots, *(g[:n] for g in self.step_gains), num_slots, block_size)
             self.live = True
+
+    def store(self, slots: torch.Tensor, gain_k: torch.Tensor, gain_v: torch.Tensor, num_slots: int,
+              block_size: int) -> None:
+        """Gains at KV slots (the spare slot num_slots included), and the flags of the
+        blocks they touch; the caches are sized on first use (num_slots + 1 entries)."""
+        if self.slot_gain_k is None or self.slot_gain_k.numel() != num_slots + 1 or self.block_size != block_size:
+            self.slot_gain_k = torch.ones(num_slots + 1, dtype=torch.float32, device=slots.device)
+            self.slot_gain_v = torch.ones_like(self.slot_gain_k)
+            # one flag per block, the spare slot's block last
+            self.block_anchored = torch.zeros(num_slots // block_size + 1, dtype=torch.bool, device=slots.device)
+            self.block_size = block_size
+        self.slot_gain_k.index_copy_(0, slots, gain_k.to(self.slot_gain_k))
+        self.slot_gain_v.index_copy_(0, slots, gain_v.to(self.slot_gain_v))
+        # recompute the touched blocks' flags from their slots ([tokens x block_size]; a block
+        # touched twice gets the same flag twice)
+        blocks = slots // block_size
+        block_slots = (blocks[:, None] * block_size + torch.arange(block_size, device=slots.device)).clamp(
+            max=num_slots)
+        held = ((self.slot_gain_k[block_slots] != 1) | (self.slot_gain_v[block_slots] != 1)).any(dim=1)
+        self.block_anchored.index_copy_(0, blocks, held)
 
 
 GAINS = GainState()

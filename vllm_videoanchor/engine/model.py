@@ -51,18 +51,6 @@ DECODE_ONLY = ("the encoder output of this anchored item did not arrive from an 
                "the router, which runs the encoder instance first")
 
 
-def check_parallel_config(parallel_config) -> None:
-    """Pipeline parallelism is refused at start-up: only the first stage sees the embeddings
-    (and so the gains); later stages would silently run plain attention."""
-    stages = getattr(parallel_config, "pipeline_parallel_size", 1)
-    if stages > 1:
-        raise ValueError(
-            f"vllm-videoanchor does not support pipeline parallelism (pipeline_parallel_size="
-            f"{stages}): use tensor or data parallelism, or disable the plugin with "
-            "VLLM_PLUGINS set to a list without 'videoanchor'"
-        )
-
-
 class AnchorModelMixin:
     """Computes gains for anchored items and hands them to the attention, per step."""
 
@@ -71,7 +59,6 @@ class AnchorModelMixin:
     GROUP_SHARED_KEYS: tuple[str, ...] = ()
 
     def __init__(self, *, vllm_config, prefix: str = ""):
-        check_parallel_config(vllm_config.parallel_config)
         settings = process_settings()
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         # an engine that cannot run the anchored attention (availability.py) never solves:
@@ -192,7 +179,9 @@ class AnchorModelMixin:
             gains_v.append(gain_v)
         step_k = torch.ones(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
         step_v = torch.ones_like(step_k)
-        mask = is_multimodal.to(input_ids.device)  # masked_scatter_: no device-to-host sync on CUDA
+        # from pinned host memory: a blocking copy would sync the stream (and stall async
+        # scheduling); masked_scatter_ needs no device-to-host sync either
+        mask = is_multimodal.to(input_ids.device, non_blocking=True)
         step_k.masked_scatter_(mask, torch.cat(gains_k).to(step_k))
         step_v.masked_scatter_(mask, torch.cat(gains_v).to(step_v))
         GAINS.publish_step((step_k, step_v))
