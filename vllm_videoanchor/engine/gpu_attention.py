@@ -15,6 +15,15 @@ The anchored path runs in Python inside `forward`, i.e. in eager and PIECEWISE s
 only; FULL CUDA graphs replay without Python (decode-only steps, one-token prefill rows),
 so engines with FULL graphs cannot anchor (availability.py says so, and `vllm-videoanchor
 serve` sets cudagraph_mode PIECEWISE on CUDA).
+
+From vLLM 0.33, FLASH_ATTN and FLASHINFER declare `supports_kv_cache_update_bypass`: a model
+whose fused kernel has already written K/V into the cache may call the attention with `key`
+and `value` None. Our backends inherit that flag unchanged (a model that fuses the insert
+keeps it under the plugin) because the anchored path never reads `key` or `value`: it reads
+the query and the paged cache, which holds the step's K/V either way, and writes the gains
+at the step's slots from the metadata's slot mapping. The stock forward, which we call
+first, handles None itself (test_engine_gpu_attention.py runs the anchored forward with
+key/value None).
 """
 
 from __future__ import annotations
