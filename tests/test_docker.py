@@ -52,10 +52,13 @@ def test_dockerfiles_pass_hadolint(dockerfile):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_gpu_image_is_the_pinned_vllm_image_with_our_entrypoint():
+def test_gpu_image_is_the_newest_supported_vllm_image_with_our_entrypoint(compose):
+    from vllm_videoanchor.engine import compat
+
     text = (DOCKER / "Dockerfile").read_text()
-    version = re.search(r'"vllm==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    assert f"ARG VLLM_IMAGE=vllm/vllm-openai:v{version}" in text
+    version = re.search(r"ARG VLLM_IMAGE=vllm/vllm-openai:v([\d.]+)", text).group(1)
+    assert compat.is_supported(version) and compat.version_tuple(version)[:2] == (0, compat.SUPPORTED_END[1] - 1)
+    assert compose["x-gpu-server"]["build"]["args"]["VLLM_IMAGE"] == f"${{VLLM_IMAGE:-vllm/vllm-openai:v{version}}}"
     assert 'ENTRYPOINT ["vllm-videoanchor", "serve"]' in text
 
 
