@@ -10,7 +10,7 @@ and passes its kernel function and its device to `Batch`.
 
 import torch
 
-from vllm_videoanchor.engine.cpu_kv_layout import kv_views
+from vllm_videoanchor.engine.attention.cpu_kv_layout import kv_views
 
 
 def cdiv(a, b):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vllm_videoanchor.engine.anchored_attention import anchored_paged_attention
+from vllm_videoanchor.kernels.anchored_prefill_torch import anchored_paged_attention
 
 
 def dense_reference(q, k, v, gain_k, gain_v, scale):

@@ -19,6 +19,7 @@ from vllm.config import (  # noqa: E402
 )
 
 from vllm_videoanchor.engine import availability, model  # noqa: E402
+from vllm_videoanchor.engine.attention.gains import GainState  # noqa: E402
 from vllm_videoanchor.engine.packed import PackedLayout  # noqa: E402
 
 
@@ -28,8 +29,8 @@ def engine(kv_transfer_config=None, compilation_config=None, **parallel):
 
 
 def test_a_plain_engine_can_anchor():
-    assert availability.config_unavailable_reason(engine()) is None
-    assert availability.config_unavailable_reason(engine(tensor_parallel_size=2)) is None
+    assert availability.config_refusal(engine()) is None
+    assert availability.config_refusal(engine(tensor_parallel_size=2)) is None
 
 
 @pytest.mark.parametrize(("settings", "named"), [
@@ -40,19 +41,19 @@ def test_a_plain_engine_can_anchor():
 def test_parallel_layouts_the_kernel_cannot_serve_are_named(settings, named):
     """Later pipeline stages never see the gains; context-parallel ranks hold a shard of the
     KV cache, and the kernel reads only its own."""
-    assert named in availability.config_unavailable_reason(engine(**settings))
+    assert named in availability.config_refusal(engine(**settings))
 
 
 def test_encoder_cuda_graphs_are_refused():
     """Model Runner V2 replays a captured vision encoder instead of calling embed_multimodal."""
     graphs = CompilationConfig(cudagraph_mm_encoder=True)
-    assert "cudagraph_mm_encoder" in availability.config_unavailable_reason(engine(compilation_config=graphs))
+    assert "cudagraph_mm_encoder" in availability.config_refusal(engine(compilation_config=graphs))
 
 
 def test_kv_connectors_are_refused():
     """Blocks a connector loads were written outside the step: no gains were stored for them."""
     kv = KVTransferConfig(kv_connector="ExampleConnector", kv_role="kv_both")
-    assert "kv_connector='ExampleConnector'" in availability.config_unavailable_reason(engine(kv))
+    assert "kv_connector='ExampleConnector'" in availability.config_refusal(engine(kv))
 
 
 def test_cpu_kv_offloading_is_refused(tmp_path):
@@ -62,7 +63,7 @@ def test_cpu_kv_offloading_is_refused(tmp_path):
     tiny = build_tiny_model(tmp_path / "model", "qwen2_5_vl")
     config = VllmConfig(model_config=ModelConfig(model=str(tiny), dtype="float32"),
                         cache_config=CacheConfig(kv_offloading_size=1.0))
-    assert "KV offloading (kv_connector='OffloadingConnector')" in availability.config_unavailable_reason(config)
+    assert "KV offloading (kv_connector='OffloadingConnector')" in availability.config_refusal(config)
 
 
 class _Stock:
@@ -72,15 +73,13 @@ class _Stock:
 
 class _Model(model.AnchorModelMixin, _Stock):
     def __init__(self):  # only what embed_input_ids reads
-        self._layout = PackedLayout(8, 0, 0)
+        self._layout, self._gains = PackedLayout(8, 0, 0), GainState()
 
 
-def test_embedding_step_copies_to_the_device_without_blocking(monkeypatch):
+def test_embedding_step_copies_to_the_device_without_blocking():
     """`is_multimodal` lives in pinned host memory: a blocking copy would sync the stream
     every step that carries gains (and stall async scheduling)."""
     from torch.overrides import TorchFunctionMode
-
-    from vllm_videoanchor.engine.gains import GainState
 
     class Copies(TorchFunctionMode):
         def __init__(self):
@@ -94,12 +93,12 @@ def test_embedding_step_copies_to_the_device_without_blocking(monkeypatch):
                     self.blocking.append(args[0].shape)
             return func(*args, **kwargs)
 
-    monkeypatch.setattr(model, "GAINS", GainState())
+    stepped = _Model()
     layout = PackedLayout(8, 0, 0)
     item = layout.pack(torch.randn(4, 8), torch.full((4,), 2.0), torch.full((4,), 1.5))
     is_multimodal = torch.tensor([False, True, True, True, True, False])
     with Copies() as copies:
-        _Model().embed_input_ids(torch.arange(6), [item], is_multimodal=is_multimodal)
+        stepped.embed_input_ids(torch.arange(6), [item], is_multimodal=is_multimodal)
     assert copies.blocking == []
-    gain_k, gain_v = model.GAINS.step_gains
+    gain_k, gain_v = stepped._gains.step_gains
     assert gain_k.tolist() == [1.0, 2.0, 2.0, 2.0, 2.0, 1.0] and gain_v.tolist()[1] == 1.5

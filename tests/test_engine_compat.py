@@ -59,8 +59,8 @@ def test_the_overridden_methods_are_the_pinned_ones():
     from vllm.v1.attention.backends.flash_attn import FlashAttentionImpl, FlashAttentionMetadataBuilder
     from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl, TritonAttentionMetadataBuilder
 
-    from vllm_videoanchor.engine import gpu_attention
-    from vllm_videoanchor.engine.attention import AnchoredCPUAttentionImpl, AnchoredCPUAttentionMetadataBuilder
+    from vllm_videoanchor.engine.attention import cuda as gpu_attention
+    from vllm_videoanchor.engine.attention.cpu import AnchoredCPUAttentionImpl, AnchoredCPUAttentionMetadataBuilder
     from vllm_videoanchor.engine.processor import AnchorProcessorMixin
 
     pinned = {path.rsplit(".", 1)[1] for path in compat.PINNED_METHODS}

@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("vllm")
 from vllm_videoanchor.engine import compat  # noqa: E402
-from vllm_videoanchor.engine.cpu_kv_layout import (  # noqa: E402
+from vllm_videoanchor.engine.attention.cpu_kv_layout import (  # noqa: E402
     READABLE_ISAS,
     ZERO_COPY_ISAS,
     kv_views,

@@ -20,6 +20,7 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 triton = pytest.importorskip("triton")
 IN_PROCESS = type(triton.language.standard.cdiv).__name__ == "InterpretedFunction"
 
-from vllm.config import ModelConfig, VllmConfig, set_current_vllm_config  # noqa: E402
+from vllm.config import CompilationConfig, ModelConfig, VllmConfig, set_current_vllm_config  # noqa: E402
 from vllm.v1.attention.backend import AttentionType, CommonAttentionMetadata  # noqa: E402
 from vllm.v1.attention.backends.flash_attn import FlashAttentionImpl  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
@@ -35,8 +36,10 @@ from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl  # noqa: 
 from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
 
 import vllm_videoanchor  # noqa: E402
-from vllm_videoanchor.engine import availability, compat, gains, gpu_attention  # noqa: E402
-from vllm_videoanchor.engine.gains import GainState  # noqa: E402
+from vllm_videoanchor.engine import availability, compat  # noqa: E402
+from vllm_videoanchor.engine.attention import cuda as gpu_attention  # noqa: E402
+from vllm_videoanchor.engine.attention import gains  # noqa: E402
+from vllm_videoanchor.engine.attention.gains import GainState  # noqa: E402
 from vllm_videoanchor.kernels import anchored_prefill  # noqa: E402, F401 - decorated while TRITON_INTERPRET is set
 
 if _PREVIOUS_INTERPRET is None:
@@ -80,11 +83,14 @@ def vllm_config(tmp_path_factory):
 
 
 @pytest.fixture
-def state(monkeypatch):
-    """A fresh per-process gain state for the layers under test."""
-    fresh = GainState()
-    monkeypatch.setattr(gains, "GAINS", fresh)
-    return fresh
+def state():
+    """The gain state a model hands to the layers under test."""
+    return GainState()
+
+
+def with_state(impl, state):
+    impl.gain_state = state
+    return impl
 
 
 # ------------------------------------------------------------------- a step, built for real
@@ -226,7 +232,7 @@ def test_backends_keep_vllms_names_and_are_registered():
 
 def test_flashinfer_subclass_imports_where_flashinfer_is_installed():
     pytest.importorskip("flashinfer")
-    from vllm_videoanchor.engine.flashinfer_attention import AnchoredFlashInferBackend
+    from vllm_videoanchor.engine.attention.flashinfer import AnchoredFlashInferBackend
 
     assert AnchoredFlashInferBackend.get_name() == "FLASHINFER"
     assert issubclass(AnchoredFlashInferBackend.get_impl_cls(), gpu_attention.AnchoredImplMixin)
@@ -296,7 +302,7 @@ def test_until_an_anchored_request_runs_a_step_is_the_stock_step(state, vllm_con
     metadata = step.metadata(BUILDERS[1], vllm_config)
     state.publish_step(None)
     runs = {}
-    for name, impl in (("stock", DenseStock(step)), ("anchored", AnchoredDenseStock(step))):
+    for name, impl in (("stock", DenseStock(step)), ("anchored", with_state(AnchoredDenseStock(step), state))):
         output = torch.zeros_like(step.query)
         with Ops() as ops:
             impl.forward(None, step.query, None, None, step.kv_cache, metadata, output)
@@ -358,7 +364,7 @@ def test_a_backend_that_does_not_store_attn_type_still_anchors(state, vllm_confi
     metadata = step.metadata(BUILDERS[0], vllm_config)
     anchored = {0: anchored_gains(40, 1)}
     publish(state, step, anchored)
-    impl = AnchoredStoresNoAttnType(step)
+    impl = with_state(AnchoredStoresNoAttnType(step), state)
     assert impl.attn_type == AttentionType.DECODER
     output = impl.forward(None, step.query, None, None, step.kv_cache, metadata, torch.zeros_like(step.query))
     ref = step.attention(0, *anchored[0])
@@ -394,7 +400,7 @@ def test_forward_equals_dense_reference(layout, builder, state, vllm_config):
 
     stock = DenseStock(step).forward(None, step.query, None, None, step.kv_cache, metadata,
                                      torch.full_like(step.query, 7.0))
-    impl = AnchoredDenseStock(step)
+    impl = with_state(AnchoredDenseStock(step), state)
     output = impl.forward(None, step.query, None, None, step.kv_cache, metadata, torch.full_like(step.query, 7.0))
     for r, (ctx, _, _) in enumerate(requests):
         if r in anchored:
@@ -415,14 +421,15 @@ def test_availability_names_the_backend_and_the_setting():
         return ("model.layers.0.self_attn.attn", impl_cls(**{**args, **kwargs}), "TRITON_ATTN")
 
     ours = gpu_attention.AnchoredTritonAttentionImpl
-    assert availability.gpu_unavailable_reason([layer(ours)], full_cuda_graphs=False) is None
-    reason = availability.gpu_unavailable_reason([layer(TritonAttentionImpl)], full_cuda_graphs=False)
+    assert availability.layers_refusal([layer(ours)]) is None
+    reason = availability.layers_refusal([layer(TritonAttentionImpl)])
     assert "TRITON_ATTN" in reason and "--attention-backend" in reason
-    assert "quantised KV cache" in availability.gpu_unavailable_reason(
-        [layer(ours, kv_cache_dtype="fp8")], full_cuda_graphs=False)
-    assert "sliding-window" in availability.gpu_unavailable_reason(
-        [layer(ours, sliding_window=128)], full_cuda_graphs=False)
-    assert "soft-capping" in availability.gpu_unavailable_reason(
-        [layer(ours, logits_soft_cap=30.0)], full_cuda_graphs=False)
-    reason = availability.gpu_unavailable_reason([layer(ours)], full_cuda_graphs=True)
+    assert "quantised KV cache" in availability.layers_refusal([layer(ours, kv_cache_dtype="fp8")])
+    assert "sliding-window" in availability.layers_refusal([layer(ours, sliding_window=128)])
+    assert "soft-capping" in availability.layers_refusal([layer(ours, logits_soft_cap=30.0)])
+    assert availability.layers_refusal([]) == "no decoder attention layer found"
+    piecewise, full = (SimpleNamespace(compilation_config=CompilationConfig(cudagraph_mode=mode))
+                       for mode in ("PIECEWISE", "FULL_AND_PIECEWISE"))
+    assert availability.cuda_refusal(piecewise) is None
+    reason = availability.cuda_refusal(full)
     assert "FULL CUDA graphs" in reason and "PIECEWISE" in reason

@@ -4,7 +4,8 @@ what is refused before the engine runs, what enters the cache hash, what each it
 import numpy as np
 import pytest
 
-from vllm_videoanchor.engine import compat, cpu_kv_layout
+from vllm_videoanchor.engine import compat
+from vllm_videoanchor.engine.attention import cpu_kv_layout
 from vllm_videoanchor.engine.option import decode
 from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS
 
@@ -95,10 +96,10 @@ def test_unreadable_cpu_kv_layouts_are_refused_before_the_engine(processor, monk
 
 
 def test_engine_side_reasons():
-    assert cpu_kv_layout.unavailable_reason("vec", "auto") is None
-    assert cpu_kv_layout.unavailable_reason("amx", "auto") is None
-    assert "'neon'" in cpu_kv_layout.unavailable_reason("neon", "auto")
-    assert "FP8" in cpu_kv_layout.unavailable_reason("vec", "fp8_e4m3")
+    assert cpu_kv_layout.layout_refusal("vec", "auto") is None
+    assert cpu_kv_layout.layout_refusal("amx", "auto") is None
+    assert "'neon'" in cpu_kv_layout.layout_refusal("neon", "auto")
+    assert "FP8" in cpu_kv_layout.layout_refusal("vec", "fp8_e4m3")
     assert cpu_kv_layout.unreadable_layout_on("X86") is None
     assert {cpu_kv_layout.unreadable_layout_on(a) for a in ("ARM", "S390X", "POWERPC", "RISCV")} == {
         "neon", "vxe", "vsx", "rvv"}

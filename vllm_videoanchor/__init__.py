@@ -25,10 +25,10 @@ ANCHORED_MODELS = {
 
 # attention backend -> our subclass (same name; vLLM imports it only when it picks that backend)
 ANCHORED_BACKENDS = {
-    "CPU_ATTN": "vllm_videoanchor.engine.attention.AnchoredCPUAttentionBackend",
-    "FLASH_ATTN": "vllm_videoanchor.engine.gpu_attention.AnchoredFlashAttentionBackend",
-    "TRITON_ATTN": "vllm_videoanchor.engine.gpu_attention.AnchoredTritonAttentionBackend",
-    "FLASHINFER": "vllm_videoanchor.engine.flashinfer_attention.AnchoredFlashInferBackend",
+    "CPU_ATTN": "vllm_videoanchor.engine.attention.cpu.AnchoredCPUAttentionBackend",
+    "FLASH_ATTN": "vllm_videoanchor.engine.attention.cuda.AnchoredFlashAttentionBackend",
+    "TRITON_ATTN": "vllm_videoanchor.engine.attention.cuda.AnchoredTritonAttentionBackend",
+    "FLASHINFER": "vllm_videoanchor.engine.attention.flashinfer.AnchoredFlashInferBackend",
 }
 
 

@@ -1,20 +1,29 @@
-"""Whether this engine can anchor at all, decided once at start-up from what it really got.
+"""Can this engine anchor, and why not: one verdict at start-up, one check per request.
 
-On CPU: the KV layout vLLM picked must be one we read back (cpu_kv_layout.py). On GPUs:
-every decoder attention layer must run one of our backends (an override that failed to
-import makes vLLM fall back to another backend without a word), with attention the kernel
-computes (no quantised KV cache, sliding window, soft-capping, ALiBi or sinks), Triton
-must be installed, and the engine must not replay FULL CUDA graphs (the anchored path runs
-in Python inside the attention's forward). The reason, when there is one, names the
-backend or setting and what to do; model.py refuses to start with it when the server
-anchors by default, otherwise records it, and the server answers anchored requests 400.
+`engine_verdict` runs once, in the model's `__init__`, from what the engine really built
+(an attention override that failed to import makes vLLM fall back to another backend
+without a word). It raises for settings of this process that can never work (a solver
+backend that cannot run here, the CPU Triton kernel without its interpreter), and returns
+why this engine cannot anchor, naming the setting and what to do (None: it can). The model
+then refuses to start with that reason when the server anchors by default, else records it
+in the solve log: the server answers anchored requests 400 with it, and an anchored item
+that still reaches the engine is served plain and reported failed.
+
+`request_refusal` is the processor's check per anchored request, before the engine runs:
+what it knows from the model config and the host (EVS video pruning, a CPU architecture
+whose KV layout cannot be read).
 """
 
 from __future__ import annotations
 
 import json
 
-from . import compat, cpu_kv_layout
+from ..settings import process_settings
+from ..ssc.cupy_admm import check_solver_backend
+from . import compat
+from .attention import cpu_kv_layout
+from .attention.forward import AnchoredForwardMixin
+from .option import ANCHOR_KEY
 
 ANCHORED_GPU_BACKENDS = ("FLASH_ATTN", "TRITON_ATTN", "FLASHINFER")
 
@@ -24,13 +33,22 @@ FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_G
                       "(vllm-videoanchor serve sets it on CUDA)")
 
 
-def config_unavailable_reason(vllm_config) -> str | None:
-    """Engine settings under which anchoring would be silently wrong, so it is refused (the
-    engine still serves plain requests as stock vLLM does):
+def engine_verdict(vllm_config, model) -> str | None:
+    """Why this engine cannot anchor (None when it can); `model` is the constructed model."""
+    reason = (config_refusal(vllm_config)
+              or layers_refusal(compat.decoder_attention_layers(model))
+              or (cpu_refusal(vllm_config) if compat.is_cpu_platform() else cuda_refusal(vllm_config)))
+    if reason is None:
+        check_process_settings()
+    return reason
+
+
+def config_refusal(vllm_config) -> str | None:
+    """Engine settings under which anchoring would be silently wrong (plain requests still
+    run as in stock vLLM):
     - pipeline parallelism: only the first stage sees the embeddings and so the gains;
-      later stages would run plain attention;
     - context parallelism (decode or prefill): each rank holds a shard of the KV cache, and
-      the anchored kernel reads only this rank's;
+      the anchored attention reads only this rank's;
     - encoder CUDA graphs (Model Runner V2, opt-in): a replay replaces the model's
       `embed_multimodal`, so no anchored item would be solved;
     - a KV connector (disaggregated prefill, LMCache, vLLM's CPU KV offload): it fills KV
@@ -41,7 +59,7 @@ def config_unavailable_reason(vllm_config) -> str | None:
                 f"{parallel.pipeline_parallel_size}): later stages never see the gains; use tensor or data "
                 "parallelism to anchor")
     for name in ("decode_context_parallel_size", "prefill_context_parallel_size"):
-        size = getattr(parallel, name, 1)
+        size = getattr(parallel, name)
         if size > 1:
             return (f"anchoring does not support context parallelism ({name}={size}): the anchored attention "
                     "reads only this rank's share of the KV cache")
@@ -55,34 +73,64 @@ def config_unavailable_reason(vllm_config) -> str | None:
     return None
 
 
-def unavailable_reason(vllm_config, model) -> str | None:
-    """Why this engine cannot anchor (None when it can); `model` is the constructed model."""
-    reason = config_unavailable_reason(vllm_config)
-    if reason:
-        return reason
-    if compat.is_cpu_platform():
-        return cpu_kv_layout.unavailable_reason(compat.engine_kv_layout(vllm_config),
-                                                compat.engine_kv_cache_dtype(vllm_config))
-    return gpu_unavailable_reason(compat.decoder_attention_layers(model), compat.full_cuda_graphs(vllm_config))
-
-
-def gpu_unavailable_reason(layers, full_cuda_graphs: bool) -> str | None:
-    """layers: (name, impl, backend name) of the decoder attention layers."""
-    from ..kernels.anchored_prefill import triton_available
-    from .gpu_attention import AnchoredImplMixin
-
+def layers_refusal(layers) -> str | None:
+    """layers: (name, impl, backend name) of the decoder attention layers. Each must run one
+    of our backends, configured for what the anchored recompute computes (the capabilities
+    its class declares)."""
     if not layers:
         return "no decoder attention layer found"
     for name, impl, backend in layers:
-        if not isinstance(impl, AnchoredImplMixin):
+        if not isinstance(impl, AnchoredForwardMixin):
             return (f"anchored attention is not available on the {backend} attention backend (layer {name}); "
                     f"anchored backends: {', '.join(ANCHORED_GPU_BACKENDS)} (choose one with --attention-backend)")
         unsupported = impl.anchored_unsupported()
         if unsupported:
             return f"anchored attention does not support {unsupported} ({backend}, layer {name})"
+    return None
+
+
+def cpu_refusal(vllm_config) -> str | None:
+    """The KV layout vLLM picked must be one we read back (cpu_kv_layout.py)."""
+    return cpu_kv_layout.layout_refusal(compat.engine_kv_layout(vllm_config), compat.engine_kv_cache_dtype(vllm_config))
+
+
+def cuda_refusal(vllm_config) -> str | None:
+    """Triton must be there, and no FULL CUDA graphs (their replays run no Python, and the
+    anchored path runs in Python inside the attention's forward)."""
+    from ..kernels.anchored_prefill import triton_available
+
     if not triton_available():
         return "anchored attention on GPUs needs Triton, which is not installed"
-    if full_cuda_graphs:
+    if compat.full_cuda_graphs(vllm_config):
         return ("this engine replays FULL CUDA graphs, which skip the anchored attention (it runs in Python): "
                 + FULL_GRAPHS_ADVICE)
+    return None
+
+
+def check_process_settings() -> None:
+    """Settings that can never work here stop the engine at start-up, not in a step."""
+    settings = process_settings()
+    check_solver_backend(settings.solver_backend)
+    if settings.attention_kernel != "triton":
+        return
+    from ..kernels import anchored_prefill
+
+    if not anchored_prefill.triton_available():
+        raise RuntimeError("VIDEOANCHOR_ATTENTION_KERNEL=triton, but Triton is not installed")
+    if compat.is_cpu_platform() and not anchored_prefill.kernel_interpreted():
+        raise RuntimeError("VIDEOANCHOR_ATTENTION_KERNEL=triton on CPU needs TRITON_INTERPRET=1 in the engine's "
+                           "environment (Triton has no CPU backend)")
+
+
+def request_refusal(info) -> str | None:
+    """Why this engine cannot anchor a request, known in the processor (None when it can);
+    what the engine itself found at start-up reaches the server through the solve log."""
+    rate = compat.video_pruning_rate(info)
+    if rate:
+        return (f"{ANCHOR_KEY}: this server prunes video tokens (video_pruning_rate={rate}, EVS), which "
+                "anchoring does not support; send the request without `anchor`, or serve with "
+                "video_pruning_rate=0")
+    layout = compat.is_cpu_platform() and cpu_kv_layout.unreadable_layout_on(compat.host_cpu_architecture())
+    if layout:
+        return f"{ANCHOR_KEY}: {cpu_kv_layout.unreadable_isa_message(layout)}"
     return None

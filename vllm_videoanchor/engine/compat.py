@@ -314,7 +314,7 @@ PINNED_SOURCE: dict[str, tuple[str, ...] | Versions] = {
         ("self._get_cache_missing_items(", "self._merge_mm_kwargs("),
     # from 0.33 a backend may let forward() run with key/value None (a fused op wrote the KV
     # cache first); the anchored forward reads only query and the cache, so our backends
-    # inherit the stock flag (anchored_impl.py)
+    # inherit the stock flag (engine/attention/cuda.py)
     "vllm.v1.attention.backend:AttentionBackend":
         Versions({"0.32": None, "0.33": ("supports_kv_cache_update_bypass: bool = False",)}),
     "vllm.v1.attention.backends.flash_attn:FlashAttentionBackend":

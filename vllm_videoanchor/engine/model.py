@@ -17,13 +17,12 @@ from vllm.logger import init_logger
 
 from ..anchor import compute_anchor_gains
 from ..settings import process_settings
-from ..ssc.cupy_admm import check_solver_backend
 from . import compat, joint
-from .availability import unavailable_reason
-from .gains import GAINS
+from .attention.forward import AnchoredForwardMixin
+from .attention.gains import GainState
+from .availability import engine_verdict
 from .option import content_digest, decode, item_digest, item_group
 from .packed import PackedLayout
-from .prefill_kernel import check_attention_kernel
 from .processor import ITEM_FIELDS
 from .solve_log import SolveLog, SolveOutcome
 from .stats import record_failure, record_solve
@@ -61,16 +60,18 @@ class AnchorModelMixin:
     def __init__(self, *, vllm_config, prefix: str = ""):
         settings = process_settings()
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        # an engine that cannot run the anchored attention (availability.py) never solves:
-        # a server that anchors by default refuses to start; otherwise the reason goes to
-        # the solve log (the server answers anchored requests 400 with it) and anchored
-        # items that still reach the engine are served plain and reported failed
-        self._anchor_unavailable = unavailable_reason(vllm_config, self)
+        # one verdict (availability.py): an engine that cannot anchor never solves; a server
+        # that anchors by default refuses to start, otherwise the reason goes to the solve log
+        # (the server answers anchored requests 400 with it) and anchored items that still
+        # reach the engine are served plain and reported failed
+        self._anchor_unavailable = engine_verdict(vllm_config, self)
         if self._anchor_unavailable and settings.anchor_default:
             raise ValueError(f"vllm-videoanchor: --anchor-default on, but {self._anchor_unavailable}")
-        if not self._anchor_unavailable:
-            check_attention_kernel()
-            check_solver_backend(settings.solver_backend)
+        # this engine's gains, shared by its embedding step and its own attention layers only
+        self._gains = GainState()
+        for _, impl, _ in compat.decoder_attention_layers(self):
+            if isinstance(impl, AnchoredForwardMixin):
+                impl.gain_state = self._gains
         self._solver_backend = settings.solver_backend
         # the decode side of encoder disaggregation never solves (its anchored items arrive
         # solved from the encoder instance); an item that did not arrive is served plain
@@ -168,7 +169,7 @@ class AnchorModelMixin:
     def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
         unpacked = [self._layout.unpack(e) for e in multimodal_embeddings or ()]
         if not any(gain_k is not None for _, gain_k, _ in unpacked):
-            GAINS.publish_step(None)
+            self._gains.publish_step(None)
             return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
         stripped, gains_k, gains_v = [], [], []
         for embedding, gain_k, gain_v in unpacked:
@@ -184,5 +185,5 @@ class AnchorModelMixin:
         mask = is_multimodal.to(input_ids.device, non_blocking=True)
         step_k.masked_scatter_(mask, torch.cat(gains_k).to(step_k))
         step_v.masked_scatter_(mask, torch.cat(gains_v).to(step_v))
-        GAINS.publish_step((step_k, step_v))
+        self._gains.publish_step((step_k, step_v))
         return super().embed_input_ids(input_ids, stripped, is_multimodal=is_multimodal)

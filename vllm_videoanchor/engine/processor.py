@@ -21,7 +21,8 @@ import torch
 from vllm.multimodal.inputs import MultiModalFieldConfig
 
 from ..settings import AnchorSettings, process_settings
-from . import compat, cpu_kv_layout, joint
+from . import compat, joint
+from .availability import request_refusal
 from .option import (
     ANCHOR_KEY,
     REQUEST_TAG_KEY,
@@ -38,21 +39,6 @@ ITEM_FIELDS = {"video": "video_anchor", "image": "image_anchor"}
 # the parsed option's way from _get_hf_mm_inputs to _postprocess_hf_mm_data (vLLM merges a
 # processor's passthrough data into its outputs between the two hooks)
 PARAMS_KEY = "videoanchor_params"
-
-
-def unavailable_reason(info) -> str | None:
-    """Why this engine cannot anchor a request (None when it can)."""
-    rate = compat.video_pruning_rate(info)
-    if rate:
-        return (f"{ANCHOR_KEY}: this server prunes video tokens (video_pruning_rate={rate}, EVS), which "
-                "anchoring does not support; send the request without `anchor`, or serve with "
-                "video_pruning_rate=0")
-    # what the engine itself found at start-up (its backend, KV cache, CUDA graphs) reaches
-    # the server through the solve log (availability.py); the host's CPU is known here
-    layout = compat.is_cpu_platform() and cpu_kv_layout.unreadable_layout_on(compat.host_cpu_architecture())
-    if layout:
-        return f"{ANCHOR_KEY}: {cpu_kv_layout.unreadable_isa_message(layout)}"
-    return None
 
 
 class AnchorProcessingInfoMixin:
@@ -109,7 +95,7 @@ class AnchorProcessorMixin:
         passthrough data. An engine that cannot anchor refuses here, before it runs."""
         params, rest = split_anchor_option(hf_kwargs, compat.architecture(self.info))
         if params is not None:
-            reason = unavailable_reason(self.info)
+            reason = request_refusal(self.info)
             if reason:
                 raise ValueError(reason)
         inputs = super()._get_hf_mm_inputs(mm_items, rest)

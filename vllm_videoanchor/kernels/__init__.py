@@ -1,7 +1,12 @@
-"""GPU kernels (Triton) for the anchored prefill attention of DESIGN.md section 1.
+"""The anchored prefill attention, two implementations of one op side by side:
 
-`anchored_prefill.anchored_prefill_attention` is the paged, varlen, causal, GQA kernel
-that computes what `engine.anchored_attention.anchored_paged_attention` computes in
-pure torch. Importing this package never requires Triton; the launcher raises a
-RuntimeError where Triton is absent.
+    anchored_prefill_torch.py  `anchored_paged_attention`: pure torch, one request at a
+                               time (the CPU engine's default)
+    anchored_prefill.py        `anchored_prefill_attention`: the Triton kernel (paged,
+                               varlen, causal, GQA; all the step's requests in one launch),
+                               what GPUs run
+
+Both compute softmax(q k^T / sqrt(d) + log g_K) (g_V v) over a paged KV cache, with the
+gains read per slot. Importing this package never requires Triton; the Triton launcher
+raises a RuntimeError where Triton is absent.
 """

@@ -1,6 +1,6 @@
 """Anchored paged prefill attention in Triton (DESIGN.md section 1).
 
-Computes exactly what `vllm_videoanchor.engine.anchored_attention.anchored_paged_attention`
+Computes exactly what `vllm_videoanchor.kernels.anchored_prefill_torch.anchored_paged_attention`
 computes, for the requests listed in `requests` only:
 
     logits_ij = q_i . k_j * scale + log g_K[slot(j)]      (causal: j <= position of i)
@@ -9,7 +9,7 @@ computes, for the requests listed in `requests` only:
 (the softmax denominator without g_V), reading K/V straight out of a paged KV cache
 through its four strides, so any layout works: vLLM CUDA's `[blocks, block_size, heads,
 D]` views of an NHD or HND cache, and CPU_ATTN's dim-major K pages
-(`engine.cpu_kv_layout.kv_views`).
+(`engine.attention.cpu_kv_layout.kv_views`).
 
 Design (flash-attention style, one launch per call, no device-to-host sync):
 - grid = (cdiv(max_query_len, BLOCK_Q), len(requests), num_kv_heads). A program takes
@@ -268,7 +268,7 @@ def anchored_prefill_attention(
     if triton is None:
         raise RuntimeError("anchored_prefill_attention needs Triton, which is not installed "
                            "(pip install triton; the pure-torch path is "
-                           "engine.anchored_attention.anchored_paged_attention)")
+                           "kernels.anchored_prefill_torch.anchored_paged_attention)")
     if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
         raise ValueError(f"expected query [T, Hq, D] and caches [blocks, block_size, Hkv, D], "
                          f"got {tuple(query.shape)}, {tuple(key_cache.shape)}, "

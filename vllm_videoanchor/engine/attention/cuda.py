@@ -1,8 +1,8 @@
 """vLLM's CUDA attention backends with the anchored prefill path (FLASH_ATTN, TRITON_ATTN;
-FLASHINFER in flashinfer_attention.py, whose module needs the flashinfer package).
+FLASHINFER in flashinfer.py, whose module needs the flashinfer package).
 
 The subclasses keep vLLM's names and run vLLM's own kernel for every row. When the step
-involves anchored gains (gains.py: some anchored request has run on this engine), the
+involves anchored gains (some anchored request has run on this engine), the
 first layer of the step writes the step's gains at its KV slots and every layer then
 launches the Triton kernel once over the step's prefilling requests; the kernel skips, on
 the device, every request whose context holds no gain != 1, so plain requests keep vLLM's
@@ -13,8 +13,8 @@ no sync, no allocation.
 
 The anchored path runs in Python inside `forward`, i.e. in eager and PIECEWISE steps
 only; FULL CUDA graphs replay without Python (decode-only steps, one-token prefill rows),
-so engines with FULL graphs cannot anchor (availability.py says so, and `vllm-videoanchor
-serve` sets cudagraph_mode PIECEWISE on CUDA).
+so engines with FULL graphs cannot anchor (the start-up verdict in availability.py says so,
+and `vllm-videoanchor serve` sets cudagraph_mode PIECEWISE on CUDA).
 
 From vLLM 0.33, FLASH_ATTN and FLASHINFER declare `supports_kv_cache_update_bypass`: a model
 whose fused kernel has already written K/V into the cache may call the attention with `key`
@@ -39,8 +39,8 @@ from vllm.v1.attention.backends.triton_attn import (
     TritonAttentionMetadataBuilder,
 )
 
-from . import compat
-from .anchored_impl import AnchoredForwardMixin
+from .. import compat
+from .forward import AnchoredForwardMixin
 
 
 class AnchoredBuilderMixin:
@@ -57,7 +57,7 @@ class AnchoredImplMixin(AnchoredForwardMixin):
     prefilling requests (it skips, on the device, those whose context holds no gain != 1)."""
 
     def anchored_recompute(self, layer, query, kv_cache, rows, state, output) -> None:
-        from ..kernels.anchored_prefill import anchored_prefill_attention
+        from ...kernels.anchored_prefill import anchored_prefill_attention
 
         key_cache, value_cache = compat.cuda_kv_views(kv_cache, self.head_size)
         step = rows.step
@@ -66,22 +66,6 @@ class AnchoredImplMixin(AnchoredForwardMixin):
             step.block_table, step.query_start_loc, step.seq_lens, state.slot_gain_k, state.slot_gain_v,
             self.scale, output.view(output.shape[0], self.num_heads, self.head_size),
             rows.indices, step.max_query_len, rows.enabled)
-
-    def anchored_unsupported(self) -> str | None:
-        """Why this layer's attention is not what the kernel computes (None when it is):
-        read once at start-up (availability.py), never per step."""
-        if compat.is_quantized_kv_cache(self.kv_cache_dtype):
-            return f"a quantised KV cache (kv_cache_dtype={self.kv_cache_dtype!r})"
-        window = getattr(self, "sliding_window", None)
-        if window not in (None, (-1, -1)):
-            return "sliding-window attention"
-        if getattr(self, "logits_soft_cap", None):
-            return "logits soft-capping"
-        if getattr(self, "alibi_slopes", None) is not None:
-            return "ALiBi"
-        if getattr(self, "sinks", None) is not None:
-            return "attention sinks"
-        return None
 
 
 class AnchoredFlashAttentionMetadataBuilder(AnchoredBuilderMixin, FlashAttentionMetadataBuilder):

@@ -17,12 +17,19 @@ from vllm.v1.attention.backends.cpu_attn import (
     CPUAttentionMetadataBuilder,
 )
 
-from . import compat, cpu_kv_layout
-from .anchored_attention import anchored_paged_attention
-from .anchored_impl import AnchoredForwardMixin
-from .prefill_kernel import attention_kernel
+from ...kernels.anchored_prefill_torch import anchored_paged_attention
+from ...settings import process_settings
+from .. import compat
+from . import cpu_kv_layout
+from .forward import AnchoredForwardMixin
 
 logger = init_logger("vllm.videoanchor")
+
+
+def attention_kernel() -> str:
+    """This process's anchored prefill implementation on CPU: "torch" (the default) or
+    "triton" (the kernel GPUs run, here in Triton's interpreter; checked at start-up)."""
+    return process_settings().attention_kernel
 
 
 class AnchoredCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
@@ -38,14 +45,14 @@ class AnchoredCPUAttentionImpl(AnchoredForwardMixin, CPUAttentionBackendImpl):
     def anchored_recompute(self, layer, query, kv_cache, rows, state, output) -> None:
         layout = compat.layer_kv_layout(layer)
         if layout not in cpu_kv_layout.READABLE_ISAS:
-            # unreachable: engines with such a layout never solve (model.py); never fail a step
+            # unreachable: engines with such a layout never solve (availability.py); never fail a step
             logger.error("anchored attention: cannot read KV layout %r; serving plain attention", layout)
             return
         key_cache, value_cache = cpu_kv_layout.kv_views(kv_cache, layout)
         step = rows.step
         out = output.view(output.shape[0], self.num_heads, self.head_size)
         if attention_kernel() == "triton":  # all the step's anchored requests in one launch
-            from ..kernels.anchored_prefill import anchored_prefill_attention
+            from ...kernels.anchored_prefill import anchored_prefill_attention
 
             anchored_prefill_attention(query, key_cache, value_cache, step.block_table, step.query_start_loc,
                                        step.seq_lens, state.slot_gain_k, state.slot_gain_v, self.scale, out,

@@ -1,4 +1,4 @@
-"""vLLM's FLASHINFER backend with the anchored prefill path (see gpu_attention.py).
+"""vLLM's FLASHINFER backend with the anchored prefill path (see cuda.py).
 
 A module of its own: vLLM's FlashInfer backend imports the flashinfer package, which only
 GPU installs have. FlashInfer's metadata carries no block table, seq lens or query starts
@@ -14,7 +14,7 @@ from vllm.v1.attention.backends.flashinfer import (
     FlashInferMetadataBuilder,
 )
 
-from .gpu_attention import AnchoredBuilderMixin, AnchoredImplMixin
+from .cuda import AnchoredBuilderMixin, AnchoredImplMixin
 
 
 class AnchoredFlashInferMetadataBuilder(AnchoredBuilderMixin, FlashInferMetadataBuilder):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import compat
+from .. import compat
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,9 @@ def context_holds_gains(step: compat.StepMetadata, rows: torch.Tensor, block_anc
 
 
 class GainState:
-    """Process-wide state shared by the model's embedding step and its attention layers."""
+    """One engine's gains: the model's embedding step publishes the step's, its attention
+    layers store them per slot and read them back. The model owns it and hands it to its
+    layers (forward.py), so engines and processes never share one."""
 
     def __init__(self) -> None:
         self.step_gains: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -152,6 +154,3 @@ class GainState:
             max=num_slots)
         held = ((self.slot_gain_k[block_slots] != 1) | (self.slot_gain_v[block_slots] != 1)).any(dim=1)
         self.block_anchored.index_copy_(0, blocks, held)
-
-
-GAINS = GainState()

@@ -112,7 +112,7 @@ def unreadable_layout_on(architecture: str) -> str | None:
     return layout if layout not in READABLE_ISAS else None
 
 
-def unavailable_reason(layout: str, kv_cache_dtype: str) -> str | None:
+def layout_refusal(layout: str, kv_cache_dtype: str) -> str | None:
     """Why a CPU engine with this KV layout and cache dtype cannot anchor (None: it can)."""
     if kv_cache_dtype.startswith("fp8"):
         return f"anchored attention cannot read an FP8 KV cache (--kv-cache-dtype {kv_cache_dtype})"
