@@ -21,7 +21,9 @@ import time
 
 import httpx
 
-from .cli import server_command
+from vllm_videoanchor.settings import process_settings
+
+from .launch import server_command
 
 
 def _wait_healthy(processes: dict[str, tuple[subprocess.Popen, int]], timeout: float) -> None:
@@ -56,15 +58,16 @@ def main(argv: list[str]) -> int:
     work = tempfile.mkdtemp(prefix="videoanchor-disagg-")
     ec_path = args.ec_path or os.path.join(work, "ec")
     os.makedirs(ec_path, exist_ok=True)
-    # both instances write and read one solve log (server_command reads it from this environment)
-    os.environ.setdefault("VIDEOANCHOR_SOLVE_LOG", os.path.join(work, "solves.sqlite"))
+    # both instances write and read one solve log (given here, or in this environment)
+    solve_log = process_settings().solve_log or os.path.join(work, "solves.sqlite")
 
     processes: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
         for role, port, devices in (("encoder", args.encoder_port, args.encoder_devices),
                                     ("decode", args.decode_port, args.decode_devices)):
-            command, settings_env = server_command(["serve", args.model, "--port", str(port), "--anchor-role", role,
-                                                    "--anchor-ec-path", ec_path, *rest])
+            command, settings_env = server_command([args.model, "--port", str(port), "--anchor-role", role,
+                                                    "--anchor-ec-path", ec_path, "--anchor-solve-log", solve_log,
+                                                    *rest])
             env = dict(os.environ, **settings_env)
             env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"metrics-{role}-", dir=work)
             if devices is not None:

@@ -31,9 +31,8 @@ import uuid
 from prometheus_client import Counter
 
 from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS, SolveLog
-from vllm_videoanchor.settings import AnchorSettings
+from vllm_videoanchor.settings import process_settings
 
-from .cli import API_KEYS_ENV
 from .request import RequestError, error_body, rewrite_request
 
 ROUTES = ("/v1/chat/completions", "/v1/completions")
@@ -44,9 +43,9 @@ REQUESTS = Counter("videoanchor_requests", "Generation requests answered, by wha
 REJECTED = Counter("videoanchor_rejected_requests", "Requests refused by the anchor layer (HTTP 400)")
 
 
-def _api_keys() -> list[str]:
-    keys = [k for k in os.environ.get(API_KEYS_ENV, "").split("\n") if k]
-    return keys or [k for k in [os.environ.get("VLLM_API_KEY")] if k]
+def _api_keys(settings) -> list[str]:
+    """serve's --api-key (in the settings), else vLLM's own variable: the keys vLLM checks."""
+    return list(settings.api_keys) or [k for k in [os.environ.get("VLLM_API_KEY")] if k]
 
 
 def _authorized(scope, keys: list[str]) -> bool:
@@ -59,9 +58,9 @@ def _authorized(scope, keys: list[str]) -> bool:
 class AnchorMiddleware:
     def __init__(self, app):
         self.app = app
-        self.settings = AnchorSettings.from_env()
+        self.settings = process_settings()
         self.solve_log = SolveLog(self.settings.solve_log)
-        self.api_keys = _api_keys()
+        self.api_keys = _api_keys(self.settings)
 
     async def __call__(self, scope, receive, send):
         if (scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").startswith(EXPLAIN_ROUTE)

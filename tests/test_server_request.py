@@ -3,8 +3,9 @@
 import pytest
 
 from vllm_videoanchor.anchor import AnchorParams
-from vllm_videoanchor.settings import AnchorSettings
-from vllm_videoanchor_server.cli import MIDDLEWARE, PIECEWISE_GRAPHS, main, server_command
+from vllm_videoanchor.settings import AnchorSettings, process_settings
+from vllm_videoanchor_server.cli import main
+from vllm_videoanchor_server.launch import MIDDLEWARE, piecewise_graph_flags, server_command
 from vllm_videoanchor_server.request import RequestError, rewrite_request
 
 VIDEO_MESSAGE = [{"role": "user", "content": [
@@ -12,6 +13,14 @@ VIDEO_MESSAGE = [{"role": "user", "content": [
     {"type": "text", "text": "How many chairs?"}]}]
 TEXT_MESSAGE = [{"role": "user", "content": "hello"}]
 SETTINGS = AnchorSettings()
+
+
+@pytest.fixture
+def reread_settings():
+    """Makes this process read its settings again (after the test set the environment), and
+    again after the test."""
+    yield process_settings.cache_clear
+    process_settings.cache_clear()
 
 
 def rewrite(settings=SETTINGS, messages=VIDEO_MESSAGE, **fields):
@@ -81,11 +90,11 @@ def test_settings_round_trip_through_the_environment(monkeypatch):
     settings = AnchorSettings(anchor_default=True, max_visual_tokens=512, max_iter_limit=50, max_frames=8)
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    assert AnchorSettings.from_env() == settings
+    assert AnchorSettings() == settings
 
 
 def test_serve_command_line():
-    command, env = server_command(["serve", "/models/x", "--anchor-default", "on", "--anchor-max-visual-tokens",
+    command, env = server_command(["/models/x", "--anchor-default", "on", "--anchor-max-visual-tokens",
                                    "512", "--port", "9000", "--api-key", "k1", "--max-model-len", "4096"])
     assert command[1:6] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/models/x", "--middleware"]
     assert MIDDLEWARE in command and "--trust-request-mm-kwargs" in command
@@ -94,10 +103,10 @@ def test_serve_command_line():
     assert env["VIDEOANCHOR_ANCHOR_DEFAULT"] == "1" and env["VIDEOANCHOR_MAX_VISUAL_TOKENS"] == "512"
     assert env["VIDEOANCHOR_API_KEYS"] == "k1"
     assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "torch"
-    _, env = server_command(["serve", "m", "--anchor-solver-backend", "cupy"])
+    _, env = server_command(["m", "--anchor-solver-backend", "cupy"])
     assert env["VIDEOANCHOR_SOLVER_BACKEND"] == "cupy"
     with pytest.raises(ValueError, match=r"^--anchor-max-frames: Input should be greater than or equal to 1 \(got 0\)"):
-        server_command(["serve", "m", "--anchor-max-frames", "0"])
+        server_command(["m", "--anchor-max-frames", "0"])
 
 
 def test_a_flag_out_of_range_exits_naming_the_flag():
@@ -111,18 +120,19 @@ def test_a_flag_out_of_range_exits_naming_the_flag():
 def test_serve_asks_for_piecewise_cuda_graphs_on_cuda_only():
     """FULL CUDA graphs skip the anchored attention: on CUDA the server asks vLLM for
     PIECEWISE graphs, unless the user set the compilation config; on CPU nothing changes."""
-    command, _ = server_command(["serve", "m"], on_cuda=True)
+    PIECEWISE_GRAPHS = piecewise_graph_flags()
+    command, _ = server_command(["m"], on_cuda=True)
     assert command[-2:] == PIECEWISE_GRAPHS
-    command, _ = server_command(["serve", "m"], on_cuda=False)
+    command, _ = server_command(["m"], on_cuda=False)
     assert "--compilation-config" not in command
     for own in (["-O3"], ["-O", "3"], ["--compilation-config", "{}"], ["-cc.cudagraph_mode=FULL"],
                 ["--compilation-config={}"]):
-        command, _ = server_command(["serve", "m", *own], on_cuda=True)
+        command, _ = server_command(["m", *own], on_cuda=True)
         assert PIECEWISE_GRAPHS[1] not in command, own
-    assert server_command(["serve", "m"])[0][-1] != PIECEWISE_GRAPHS[1]  # this CPU machine
+    assert server_command(["m"])[0][-1] != PIECEWISE_GRAPHS[1]  # this CPU machine
 
 
-def test_anchored_requests_get_400_when_the_engine_cannot_anchor(tmp_path, monkeypatch):
+def test_anchored_requests_get_400_when_the_engine_cannot_anchor(tmp_path, monkeypatch, reread_settings):
     """The engine's start-up verdict (e.g. a backend without the anchored path) turns every
     anchored request into a 400 naming it; plain requests still go through."""
     import asyncio
@@ -134,6 +144,7 @@ def test_anchored_requests_get_400_when_the_engine_cannot_anchor(tmp_path, monke
 
     path = str(tmp_path / "solves.sqlite")
     monkeypatch.setenv("VIDEOANCHOR_SOLVE_LOG", path)
+    reread_settings()  # the middleware reads this process's settings once, as a server does
     reached = []
 
     async def engine_app(scope, receive, send):  # vLLM's server, past the middleware
@@ -166,14 +177,14 @@ def test_serve_roles_of_the_disaggregated_mode_configure_vllms_ec_connector():
     import json
 
     for role, ec_role in (("encoder", "ec_producer"), ("decode", "ec_consumer")):
-        command, _ = server_command(["serve", "m", "--anchor-role", role, "--anchor-ec-path", "/shared/ec"],
+        command, _ = server_command(["m", "--anchor-role", role, "--anchor-ec-path", "/shared/ec"],
                                     on_cuda=False)
         config = json.loads(command[command.index("--ec-transfer-config") + 1])
         assert config == {"ec_connector": "ECExampleConnector", "ec_role": ec_role,
                           "ec_connector_extra_config": {"shared_storage_path": "/shared/ec"}}
-    assert "--ec-transfer-config" not in server_command(["serve", "m"], on_cuda=False)[0]
+    assert "--ec-transfer-config" not in server_command(["m"], on_cuda=False)[0]
     with pytest.raises(ValueError, match="--anchor-ec-path"):
-        server_command(["serve", "m", "--anchor-role", "decode"], on_cuda=False)
+        server_command(["m", "--anchor-role", "decode"], on_cuda=False)
 
 
 def test_the_router_asks_the_encoder_instance_for_no_generation():
@@ -185,3 +196,54 @@ def test_the_router_asks_the_encoder_instance_for_no_generation():
     assert sent == {"model": "m", "messages": [], "max_tokens": 1, "max_completion_tokens": 1,
                     "anchor": {"alpha_k": 4.0}}
     assert body["stream"] is True  # the client's request is forwarded to the decode instance unchanged
+
+
+def test_serve_flags_are_generated_from_the_settings_fields():
+    """A setting is declared once: its flag's name, help, choices, bounds and served default
+    come from the field."""
+    from vllm_videoanchor_server.launch import serve_parser
+    from vllm_videoanchor_server.settings_flags import NO_FLAG, flag_name, served_defaults
+
+    actions = {action.dest: action for action in serve_parser(served_defaults())._actions}
+    for name, field in AnchorSettings.model_fields.items():
+        assert (name in actions) == (name not in NO_FLAG), name
+        if name in actions:
+            assert actions[name].option_strings == [flag_name(name)]
+            assert actions[name].help.startswith(field.description)
+    assert actions["solver_backend"].choices == ("torch", "cupy")
+    assert actions["anchor_default"].choices == ("on", "off") and actions["anchor_default"].default == "off"
+    assert actions["max_frames"].help.endswith("(>= 1, default: 64)")
+    assert actions["max_visual_tokens"].default == 4096 and SETTINGS.max_visual_tokens == 0  # served vs offline
+
+
+def test_the_solve_log_and_api_keys_travel_as_settings():
+    _, env = server_command(["m", "--anchor-solve-log", "/shared/solves.sqlite"], on_cuda=False)
+    assert env["VIDEOANCHOR_SOLVE_LOG"] == "/shared/solves.sqlite"
+    _, env = server_command(["m"], on_cuda=False)
+    assert env["VIDEOANCHOR_SOLVE_LOG"].endswith("solves.sqlite")  # a served engine always has one
+    _, env = server_command(["m", "--api-key", "k1", "k2"], on_cuda=False)
+    assert AnchorSettings(api_keys=env["VIDEOANCHOR_API_KEYS"]).api_keys == ("k1", "k2")
+    assert "k1" not in repr(AnchorSettings(api_keys=("k1",)))
+
+
+def test_each_command_parses_its_own_arguments(capsys):
+    """The command line only dispatches: what follows the command reaches it unparsed."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["router", "--help"])
+    assert exit_.value.code == 0 and "usage: vllm-videoanchor router" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "-h"])
+    assert exit_.value.code == 0 and "--anchor-max-frames N" in capsys.readouterr().out
+
+
+def test_the_server_modules_import_one_way():
+    """cli dispatches to the others; none imports it (no cycle through the command line)."""
+    import ast
+    import pathlib
+
+    import vllm_videoanchor_server
+
+    for path in pathlib.Path(vllm_videoanchor_server.__file__).parent.glob("*.py"):
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"cli", "vllm_videoanchor_server.cli"}, path.name

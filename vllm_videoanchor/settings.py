@@ -1,9 +1,9 @@
 """The plugin's settings: one object, one environment prefix, shared by server and engine.
 
-`vllm-videoanchor serve` builds them from its flags and hands them to every process vLLM
-starts (API servers, engine core, workers) through the environment, the one channel that
-reaches them all; each process reads them once, where it starts (the processor and the
-model at construction, the middleware at start-up), and passes them on explicitly.
+`vllm-videoanchor serve` builds them from its flags (generated from the fields below: each
+description is the flag's help) and hands them to every process vLLM starts (API servers,
+engine core, workers) through the environment, the one channel that reaches them all; each
+process reads them once, with `process_settings()`, and passes them on explicitly.
 Offline use (`vllm.LLM`) reads the same variables, so a plain `LLM(...)` gets the defaults:
 no server default, no size limit, no solve log. No vLLM import here.
 """
@@ -11,46 +11,60 @@ no server default, no size limit, no solve log. No vLLM import here.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "VIDEOANCHOR_"
 
 
 class AnchorSettings(BaseSettings):
-    """Defaults and limits that keep one request from taking the server down."""
+    """Defaults and limits that keep one request from taking the server down.
+
+    A field's `served_default` (json_schema_extra) is what `serve` uses when neither its
+    flag nor the environment sets it: a served engine is bounded, an offline one is not."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
-    anchor_default: bool = Field(False, description="anchor requests that do not say")
-    max_visual_tokens: int = Field(0, ge=0, description="largest anchored item, in visual tokens (0: no limit)")
-    max_iter_limit: int = Field(10000, ge=1, description="largest max_iter a request may ask for")
-    max_frames: int = Field(64, ge=1, description="largest media_io_kwargs.video.num_frames")
-    solve_log: str | None = Field(None, description="SQLite file where engines report each solve to the server")
+    anchor_default: bool = Field(False, description="anchoring for requests that carry no `anchor` option")
+    max_visual_tokens: int = Field(
+        0, ge=0, json_schema_extra={"served_default": 4096},
+        description="largest anchored video/image, in visual tokens (larger: HTTP 400; 0: no limit)")
+    max_iter_limit: int = Field(10000, ge=1, description="largest `anchor.max_iter` a request may ask for")
+    max_frames: int = Field(64, ge=1, description="largest `media_io_kwargs.video.num_frames` a request may ask for")
     solver_backend: Literal["torch", "cupy"] = Field(
-        "torch", description="array library of the SSC solve: torch, or CuPy (GPU engines with CuPy installed; "
-        "the ADMM loop is the same code)")
+        "torch", description="array library of the SSC solve (cupy: GPU engines with CuPy installed; the ADMM "
+        "loop is the same code)")
+    solve_log: str | None = Field(
+        None, description="SQLite file where engines report each solve to the server (serve: a new temporary "
+        "file unless set)")
+    # serve takes them from vLLM's own --api-key (and passes that on); newline-separated in the environment
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="the API keys our layer accepts (none: VLLM_API_KEY's, else no check)")
     attention_kernel: Literal["torch", "triton"] = Field(
         "torch", description="the anchored prefill on CPU: torch, or the Triton kernel GPUs run (under the "
         "Triton interpreter: TRITON_INTERPRET=1 in the engine's environment; slower, for tests)")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _one_key_a_line(cls, value):
+        return tuple(key for key in value.split("\n") if key) if isinstance(value, str) else value
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in another process."""
         env = {}
         for name, value in self.model_dump().items():
-            if value is not None:
-                env[ENV_PREFIX + name.upper()] = str(int(value) if isinstance(value, bool) else value)
+            if isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, tuple):
+                value = "\n".join(value)
+            if value is not None and value != "":
+                env[ENV_PREFIX + name.upper()] = str(value)
         return env
-
-    @classmethod
-    def from_env(cls) -> "AnchorSettings":
-        """This process's settings (read from the environment, validated)."""
-        return cls()
 
 
 @functools.cache
 def process_settings() -> AnchorSettings:
-    """This process's settings, read from the environment once (engine code uses this)."""
-    return AnchorSettings.from_env()
+    """This process's settings: read from the environment once, validated."""
+    return AnchorSettings()
