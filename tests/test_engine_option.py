@@ -8,11 +8,9 @@ from vllm_videoanchor import anchor
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.engine.option import (
     VECTOR_SIZE,
+    ItemOption,
     content_digest,
-    decode,
-    encode,
     hashed_option,
-    item_digest,
     parse_anchor_option,
     split_anchor_option,
 )
@@ -21,7 +19,8 @@ from vllm_videoanchor.engine.option import (
 @pytest.mark.parametrize("value", [None, False])
 def test_off(value):
     assert parse_anchor_option(value) is None
-    assert encode(None).sum() == 0 and decode(encode(None)) is None
+    off = ItemOption(None).to_tensor()
+    assert off.sum() == 0 and ItemOption.from_tensor(off).params is None
 
 
 def test_true_means_defaults_and_objects_are_fields():
@@ -72,10 +71,11 @@ def test_split_removes_the_option():
      AnchorParams(solver_mode="reference", rho=120.0)],
 )
 def test_round_trip(params):
-    vector = encode(params, digest=2**48 - 1)
+    vector = ItemOption(params, digest=2**48 - 1).to_tensor()
     assert vector.shape == (VECTOR_SIZE,) and vector.dtype == torch.float64
-    assert decode(vector) == params
-    assert item_digest(vector) == 2**48 - 1  # exact in float64
+    assert ItemOption.from_tensor(vector).params == params
+    assert ItemOption.from_tensor(vector).digest == 2**48 - 1  # exact in float64
+    assert ItemOption.from_tensor(ItemOption(params, 3, 2, 7).to_tensor()) == ItemOption(params, 3, 2, 7)
 
 
 def test_content_digest_depends_on_every_byte():
@@ -94,3 +94,13 @@ def test_the_solver_mode_is_part_of_the_hashed_option():
     fast, reference = AnchorParams(), AnchorParams(solver_mode="reference")
     assert hashed_option(fast)["solver_mode"] == "fast"
     assert hashed_option(fast) != hashed_option(reference)
+
+
+def test_a_token_set_error_names_the_field_as_data():
+    """Callers read which parameter to change from the error, not from its wording."""
+    with pytest.raises(anchor.TokenSetError) as raised:
+        AnchorParams(n_clusters=50).check_token_set(20, 64)
+    assert raised.value.field == "n_clusters" and "n_clusters=50" in str(raised.value)
+    with pytest.raises(anchor.TokenSetError) as raised:
+        AnchorParams(n_clusters=1).check_token_set(1, 64)  # too few tokens: no parameter helps
+    assert raised.value.field is None

@@ -6,7 +6,7 @@ import pytest
 
 from vllm_videoanchor.engine import compat
 from vllm_videoanchor.engine.attention import cpu_kv_layout
-from vllm_videoanchor.engine.option import decode
+from vllm_videoanchor.engine.option import ItemOption
 from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS
 
 PROMPT = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>How many chairs?<|im_end|>\n"
@@ -54,10 +54,10 @@ def video_hash(processor, **kwargs) -> str:
 
 def test_items_carry_the_resolved_option(processor):
     (item,) = process(processor, anchor={"n_clusters": 4})["mm_kwargs"]["video"]
-    params = decode(item["video_anchor"].data)
+    params = ItemOption.from_tensor(item["video_anchor"].data).params
     assert params.n_clusters == 4 and params.alpha_k == 9.5
     (plain,) = process(processor)["mm_kwargs"]["video"]
-    assert decode(plain["video_anchor"].data) is None
+    assert ItemOption.from_tensor(plain["video_anchor"].data).params is None
 
 
 def test_no_op_fields_stay_out_of_the_cache_hash(processor):

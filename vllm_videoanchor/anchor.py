@@ -87,6 +87,15 @@ _TOKEN_SET_MESSAGES = {
 }
 
 
+class TokenSetError(ValueError):
+    """An item's token set these parameters cannot solve; `field` names the parameter to
+    change (None when no parameter can help, e.g. too few tokens)."""
+
+    def __init__(self, message: str, field: str | None):
+        super().__init__(message)
+        self.field = field
+
+
 class AnchorParams(_ParamsFields):
     """The knobs of VideoAnchor. Defaults: the paper's InternVL2-8B gains, the reference SSC.
 
@@ -115,8 +124,8 @@ class AnchorParams(_ParamsFields):
             solver=self.solver if self.solves_admm else None,
         )
         if violation is not None:
-            message = _TOKEN_SET_MESSAGES[violation.knob]
-            raise ValueError(message.format(value=violation.value, limit=violation.limit))
+            message = _TOKEN_SET_MESSAGES[violation.knob].format(value=violation.value, limit=violation.limit)
+            raise TokenSetError(message, violation.knob if violation.knob in type(self).model_fields else None)
 
     def estimator(self, device=None, backend: str = "torch") -> SparseSubspaceClustering:
         """The clustering estimator these parameters describe."""

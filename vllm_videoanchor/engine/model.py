@@ -21,7 +21,7 @@ from . import compat, joint
 from .attention.forward import AnchoredForwardMixin
 from .attention.gains import GainState
 from .availability import engine_verdict
-from .option import content_digest, decode, item_digest, item_group
+from .option import ItemOption, content_digest
 from .packed import PackedLayout
 from .processor import ITEM_FIELDS
 from .solve_log import SolveLog, SolveOutcome
@@ -95,19 +95,17 @@ class AnchorModelMixin:
         if items and len(items) != len(embeddings):
             raise RuntimeError(f"anchor: {len(items)} item options for {len(embeddings)} embeddings")
         for index, (modality, position, vector) in enumerate(items):
-            params = decode(vector)
-            if params is None:
+            option = ItemOption.from_tensor(vector)
+            if option.params is None:
                 continue
-            digest = item_digest(vector)
-            size, member = item_group(vector)
-            if size > 1:
+            if option.group_size > 1:
                 group = {key: value[position] for key, value in group_inputs.items()}
                 group.update({key: kwargs[key] for key in self.GROUP_SHARED_KEYS if key in kwargs})
-                gains = self._joint_gains_of(modality, group, params, digest)
+                gains = self._joint_gains_of(modality, group, option.params, option.digest)
                 if gains is not None:
-                    embeddings[index] = self._layout.pack(embeddings[index], *gains[member])
+                    embeddings[index] = self._layout.pack(embeddings[index], *gains[option.member])
             else:
-                embeddings[index] = self._anchor_item(modality, embeddings[index], params, digest)
+                embeddings[index] = self._anchor_item(modality, embeddings[index], option.params, option.digest)
         return tuple(embeddings)
 
     def _joint_gains_of(self, modality, group_inputs, params, digest) -> list | None:

@@ -3,12 +3,11 @@
 A request asks for anchoring with `mm_processor_kwargs={"anchor": ...}`: absent, None or
 False is off, True is the model's defaults (`MODEL_DEFAULTS`), a mapping is `AnchorParams`
 fields on top of them. The parsed
-parameters travel with every multimodal item as a fixed-length float64 vector (vLLM
-carries per-item tensors, and all items must have the same fields): an "enabled" flag,
-the fields in `AnchorParams` order (literals as their index, None as NaN), the item's place in a joint
-group (group size, member index: a request's images are anchored together, as one token
-set), then the item's digest (a 48-bit content hash of the item, or of the whole group, and
-the option, exact in float64) under which the engine reports the solve. No vLLM import here.
+parameters travel with every multimodal item as an `ItemOption` (its tensor form: vLLM
+carries per-item tensors), with the item's place in a joint group (a request's images are
+anchored together, as one token set) and the item's digest (a 48-bit content hash of the
+item, or of the whole group, and the option) under which the engine reports the solve.
+No vLLM import here.
 
 The server also puts a per-request tag under REQUEST_TAG_KEY; the processor takes it out
 before hashing, so it never splits caches, and uses it to tell the server which items a
@@ -17,8 +16,10 @@ request had.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -68,55 +69,55 @@ def hashed_option(params: AnchorParams) -> dict:
     return params.model_dump(mode="json", exclude=set(NO_EFFECT_FIELDS))
 
 
-def encode(params: AnchorParams | None, digest: int = 0, group: tuple[int, int] = (1, 0)) -> torch.Tensor:
-    """(VECTOR_SIZE,) float64: [enabled, field values..., group size, member, digest]; all
-    zeros when off."""
-    vector = torch.zeros(VECTOR_SIZE, dtype=torch.float64)
-    if params is None:
-        return vector
-    vector[0] = 1.0
-    vector[-3], vector[-2] = group
-    vector[-1] = float(digest)
-    for i, name in enumerate(FIELDS, start=1):
-        value = getattr(params, name)
-        choices = _literal_choices(name)
-        if value is None:
-            vector[i] = float("nan")
-        else:
-            vector[i] = choices.index(value) if choices else float(value)
-    return vector
+@dataclass(frozen=True)
+class ItemOption:
+    """What one multimodal item carries to the model: its anchor parameters (None: off), its
+    place in a joint group (size, member index: (1, 0) alone), and the digest under which
+    the engine reports its solve. vLLM carries per-item tensors (all items of a batch with
+    the same fields), so it travels as `to_tensor()`: a (VECTOR_SIZE,) float64 vector
+    [enabled, field values (literals as their index, None as NaN)..., group size, member,
+    digest]; all zeros when off. 48-bit digests are exact in float64."""
+
+    params: AnchorParams | None
+    group_size: int = 1
+    member: int = 0
+    digest: int = 0
+
+    def with_digest(self, digest: int) -> ItemOption:
+        return dataclasses.replace(self, digest=digest)
+
+    def to_tensor(self) -> torch.Tensor:
+        vector = torch.zeros(VECTOR_SIZE, dtype=torch.float64)
+        if self.params is None:
+            return vector
+        values = [1.0, *(_field_to_float(name, getattr(self.params, name)) for name in FIELDS),
+                  float(self.group_size), float(self.member), float(self.digest)]
+        return torch.tensor(values, dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, vector: torch.Tensor) -> ItemOption:
+        values = vector.double().tolist()
+        if values[0] == 0.0:
+            return cls(None)
+        params = AnchorParams(**{name: _field_from_float(name, value) for name, value in zip(FIELDS, values[1:-3])})
+        return cls(params, int(values[-3]), int(values[-2]), int(values[-1]))
 
 
-def decode(vector: torch.Tensor) -> AnchorParams | None:
-    """Inverse of `encode`."""
-    values = vector.double().tolist()
-    if values[0] == 0.0:
+def _field_to_float(name: str, value) -> float:
+    if value is None:
+        return float("nan")
+    choices = _literal_choices(name)
+    return float(choices.index(value)) if choices else float(value)
+
+
+def _field_from_float(name: str, value: float):
+    if value != value:  # NaN: an optional field left None
         return None
-    fields = {}
-    for name, value in zip(FIELDS, values[1:-3]):
-        choices = _literal_choices(name)
-        annotation = AnchorParams.model_fields[name].annotation
-        if value != value:  # NaN: an optional field left None
-            fields[name] = None
-        elif choices:
-            fields[name] = choices[int(value)]
-        elif annotation is bool:
-            fields[name] = bool(value)
-        elif annotation is int:
-            fields[name] = int(value)
-        else:
-            fields[name] = float(value)
-    return AnchorParams(**fields)
-
-
-def item_digest(vector: torch.Tensor) -> int:
-    """The digest `encode` stored (0 when the item is not anchored)."""
-    return int(vector[-1].item())
-
-
-def item_group(vector: torch.Tensor) -> tuple[int, int]:
-    """(group size, member index) of an item: (1, 0) when it is anchored alone."""
-    return int(vector[-3].item()), int(vector[-2].item())
+    choices = _literal_choices(name)
+    if choices:
+        return choices[int(value)]
+    annotation = AnchorParams.model_fields[name].annotation
+    return bool(value) if annotation is bool else int(value) if annotation is int else float(value)
 
 
 def content_digest(*parts: torch.Tensor) -> int:

@@ -20,16 +20,16 @@ from collections.abc import Mapping
 import torch
 from vllm.multimodal.inputs import MultiModalFieldConfig
 
+from ..anchor import TokenSetError
 from ..settings import AnchorSettings, process_settings
 from . import compat, joint
 from .availability import request_refusal
 from .option import (
     ANCHOR_KEY,
     REQUEST_TAG_KEY,
+    ItemOption,
     content_digest,
-    encode,
     hashed_option,
-    item_digest,
     split_anchor_option,
 )
 from .solve_log import REQUEST_ITEMS
@@ -76,7 +76,7 @@ class AnchorProcessorMixin:
             items = result["mm_kwargs"].get(modality, [None] * len(modality_hashes))
             for mm_hash, item in zip(modality_hashes, items):
                 if item is not None and field in item:
-                    REQUEST_ITEMS.note_item(mm_hash, item_digest(item[field].data))
+                    REQUEST_ITEMS.note_item(mm_hash, ItemOption.from_tensor(item[field].data).digest)
             hashes += modality_hashes
         REQUEST_ITEMS.note_request(tag, hashes)
 
@@ -143,15 +143,14 @@ class AnchorProcessorMixin:
         """One encoded option per item, each with the digest of the item's content and option
         (of the whole group's, for the members of a joint group)."""
         if params is None:
-            return encode(None).expand(len(items), -1).clone()
-        option = encode(params)
+            return ItemOption(None).to_tensor().expand(len(items), -1).clone()
+        option = ItemOption(params).to_tensor()  # what every item's digest covers, with its content
         if together:
             digest = content_digest(option, *(part for _, content in items for part in content))
-            return torch.stack([encode(params, digest, (len(items), member)) for member in range(len(items))])
-        vectors = option.expand(len(items), -1).clone()
-        for vector, (_, content) in zip(vectors, items):
-            vector[-1] = content_digest(option, *content)  # exact: 48 bits fit a float64
-        return vectors
+            options = [ItemOption(params, len(items), member, digest) for member in range(len(items))]
+        else:
+            options = [ItemOption(params, digest=content_digest(option, *content)) for _, content in items]
+        return torch.stack([o.to_tensor() for o in options])
 
     def _check_token_counts(self, params, token_counts: list[int]) -> None:
         """Knobs bounded by an item's number of visual tokens are checked here, before the
@@ -161,10 +160,8 @@ class AnchorProcessorMixin:
         for n_tokens in token_counts:
             try:
                 params.check_token_set(n_tokens, width)
-            except ValueError as exc:  # "field=value ..." becomes "anchor.field=value ..."
-                message = str(exc)
-                names_a_field = message.split("=", 1)[0].isidentifier()
-                raise ValueError(f"{ANCHOR_KEY}{'.' if names_a_field else ': '}{message}") from None
+            except TokenSetError as exc:  # "field=value ..." becomes "anchor.field=value ..."
+                raise ValueError(f"{ANCHOR_KEY}.{exc}" if exc.field else f"{ANCHOR_KEY}: {exc}") from None
             if limit and n_tokens > limit:
                 raise ValueError(
                     f"{ANCHOR_KEY}: an item has {n_tokens} visual tokens, over this server's "
