@@ -1,4 +1,4 @@
-"""Independent, dense, slow reference of DESIGN.md section 1 in plain numpy (float64).
+"""Independent, dense, slow reference of docs/method.md in plain numpy (float64).
 
 Written from the formulas, not from the package: the full N x N system is solved at every
 ADMM step, the regularisers are found with loops over tokens, as the reference code does.

@@ -1,4 +1,4 @@
-"""The paged anchored attention equals DESIGN.md section 1 computed densely by hand."""
+"""The paged anchored attention equals docs/method.md computed densely by hand."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The ADMM solver computes exactly DESIGN.md section 1: its reference mode compared with the
+"""The ADMM solver computes exactly docs/method.md: its reference mode compared with the
 dense reference step for step, its fast mode with the program's optimum."""
 
 import itertools

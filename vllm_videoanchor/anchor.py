@@ -1,4 +1,4 @@
-"""From a request's visual tokens to per-token attention gains (DESIGN.md section 1).
+"""From a request's visual tokens to per-token attention gains (docs/method.md).
 
 `AnchorParams` is every knob of the method, validated with messages that name the field;
 `compute_anchor_gains` runs Sparse Subspace Clustering on the tokens, turns each token's

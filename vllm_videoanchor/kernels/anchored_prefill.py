@@ -1,4 +1,4 @@
-"""Anchored paged prefill attention in Triton (DESIGN.md section 1).
+"""Anchored paged prefill attention in Triton (docs/method.md).
 
 Computes exactly what `vllm_videoanchor.kernels.anchored_prefill_torch.anchored_paged_attention`
 computes, for the requests listed in `requests` only:

@@ -1,4 +1,4 @@
-"""The anchored prefill attention of DESIGN.md section 1, as a pure torch function over a
+"""The anchored prefill attention of docs/method.md, as a pure torch function over a
 paged KV cache, so that it is testable on CPU for every cache layout.
 
 For every request in the step, its queries attend to all keys of its context, which live

@@ -1,5 +1,5 @@
 """Dense reference for anchored prefill: the tiny model run whole in Hugging Face transformers,
-with an attention function written here from DESIGN.md section 1 (float64, full causal matrix,
+with an attention function written here from docs/method.md (float64, full causal matrix,
 log-gain on key logits, gain on values), and, for Qwen2-VL / Qwen2.5-VL, vLLM's M-RoPE
 position numbering passed in explicitly (transformers numbers text after a video
 differently; Qwen3-VL's numbering agrees, LLaVA-OneVision and InternVL use plain positions).
