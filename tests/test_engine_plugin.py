@@ -311,9 +311,10 @@ KERNEL_CASES = ("video", "anchored", "anchored_again", "keys_only", "one_cluster
 
 
 def test_the_triton_kernel_on_cpu_needs_the_interpreter(model):
-    """A setting that cannot work stops the engine at start-up, not in a step."""
-    if model_type(model) not in FULL_RUNS:
-        pytest.skip(f"checked on {FULL_RUNS}")
+    """A setting that cannot work stops the engine at start-up, not in a step (the check is
+    the same for every architecture: one engine start)."""
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("checked on qwen2_5_vl")
     pytest.importorskip("triton")
     with pytest.raises(AssertionError, match="needs TRITON_INTERPRET=1"):
         run_engine(model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
