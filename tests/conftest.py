@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
 
+
 import numpy as np
 import pytest
 import reference
@@ -29,3 +30,16 @@ def union_tokens():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def pytest_report_header(config):
+    """The CI log says which runner the engine tests ran (vLLM logs "Using V2 Model Runner"
+    in each engine process; engine tests also assert it from the engine's config)."""
+    try:
+        from triton.backends import backends
+
+        backend = "registered" if "cpu" in backends else "missing (vLLM falls back to V1)"
+    except ImportError:
+        backend = "missing: triton is not installed"
+    runner = "V2" if os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "1" else "V1"
+    return f"vLLM engines: Model Runner {runner}; Triton 'cpu' interpreter backend: {backend}"
