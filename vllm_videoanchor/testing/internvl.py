@@ -123,7 +123,7 @@ def _build_hf(out: Path, seed: int, size: dict) -> Path:
 # The original format's config classes, which transformers does not ship (the hub models
 # carry them as remote code); the builder writes this module beside config.json.
 CHAT_CONFIG_MODULE = '''"""InternVLChatConfig, reduced to what vLLM's InternVLChatModel reads (written by
-vllm_videoanchor.tiny_internvl; the original is OpenGVLab's configuration_internvl_chat.py)."""
+vllm_videoanchor.testing.internvl; the original is OpenGVLab's configuration_internvl_chat.py)."""
 
 from transformers import PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING

@@ -117,6 +117,8 @@ def _build_qwen3_vl(out: Path, seed: int, size: dict) -> Path:
     text = dict(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=size["intermediate"],
         num_hidden_layers=size["layers"], num_attention_heads=heads, num_key_value_heads=size["kv_heads"],
+        # Qwen3VLTextConfig's head_dim defaults to 128, not hidden / heads; transformers always
+        # interleaves the M-RoPE sections, vLLM only with mrope_interleaved (default False)
         head_dim=hidden // heads, max_position_embeddings=8192, rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": sections,
                          "mrope_interleaved": True},

@@ -60,6 +60,8 @@ def build_tokenizer(special_tokens=tuple(SPECIAL_TOKENS), chat_template=CHAT_TEM
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
+    # the corpus is too small to reach VOCAB_SIZE: BPE stops at 464 learned tokens, so the special
+    # tokens take ids 464 upwards in list order (docs/tiny-models.md lists them per family)
     tokenizer.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     tokenizer.add_special_tokens(list(special_tokens))
     return PreTrainedTokenizerFast(
