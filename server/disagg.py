@@ -6,7 +6,8 @@ prefill/decode instance (`serve --anchor-role decode`), which share one EC direc
 encoder outputs, gain columns included) and one solve log (so the decode instance's
 responses report the encoder instance's solves), waits until both are healthy, then runs
 the router on --port in this process. Each instance has its own metrics directory, so each
-/metrics shows its own solver counters. Ctrl-C or SIGTERM stops all three. On a GPU machine,
+/metrics shows its own solver counters. Ctrl-C or SIGTERM stops all three; on Linux the
+instances also stop when this launcher is killed outright. On a GPU machine,
 --encoder-devices / --decode-devices set CUDA_VISIBLE_DEVICES for each instance.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,20 @@ def _wait_healthy(processes: dict[str, tuple[subprocess.Popen, int]], timeout: f
         time.sleep(1.0)
 
 
+def _die_with_this_process() -> None:
+    """Runs in each instance before it starts (Linux): the kernel sends it SIGTERM when this
+    launcher dies, however it dies; a launcher killed outright would otherwise leave two
+    servers holding their ports and memory."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM before the router runs (uvicorn handles it after): leave through `finally`."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vllm-videoanchor disagg", description=__doc__.split("\n")[0])
     parser.add_argument("model")
@@ -62,6 +78,7 @@ def main(argv: list[str]) -> int:
     solve_log = process_settings().solve_log or os.path.join(work, "solves.sqlite")
 
     processes: dict[str, tuple[subprocess.Popen, int]] = {}
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         for role, port, devices in (("encoder", args.encoder_port, args.encoder_devices),
                                     ("decode", args.decode_port, args.decode_devices)):
@@ -72,7 +89,8 @@ def main(argv: list[str]) -> int:
             env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"metrics-{role}-", dir=work)
             if devices is not None:
                 env["CUDA_VISIBLE_DEVICES"] = devices
-            processes[role] = (subprocess.Popen(command, env=env), port)
+            processes[role] = (subprocess.Popen(command, env=env, preexec_fn=_die_with_this_process
+                                                if sys.platform.startswith("linux") else None), port)
         _wait_healthy(processes, args.startup_timeout)
         from .router import main as router
 

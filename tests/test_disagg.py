@@ -137,3 +137,15 @@ def test_with_the_encoder_instance_down_media_requests_get_a_clear_error(setup):
     assert setup["encoder"].split("//")[1] in response.json()["error"]["message"]
     text = ask(setup["router"], setup["model"], None)  # text needs no encoder
     assert text[2]["x-videoanchor-anchor"] == "off"
+
+
+def test_a_killed_launcher_leaves_no_instance_running(setup):
+    """Runs after the encoder-down test: SIGKILL to `disagg` (no handler can run) still stops
+    its prefill/decode instance (before, it and its engine kept their port and memory)."""
+    launcher = psutil.Process(setup["disagg"].process.pid)
+    instances = launcher.children()
+    assert instances
+    launcher.kill()
+    _, alive = psutil.wait_procs(instances, timeout=90)
+    assert alive == []
+
