@@ -7,7 +7,9 @@ response headers saying what happened to anchoring, as the engines reported it:
     applied: every anchored item was solved and its gains used; failed: some item was
     served plain (x-videoanchor-failure says why; the engine's log too), or the request
     itself failed; unconfirmed: no engine report arrived in time (never claimed as applied)
-  x-videoanchor-solver-seconds, x-videoanchor-solver-iterations, x-videoanchor-solver-converged
+  x-videoanchor-solver-seconds, x-videoanchor-solver-iterations, x-videoanchor-solver-converged,
+  x-videoanchor-solver-distance (the largest estimated relative distance ||C - C*|| / ||C|| of
+  the ADMM where it stopped; absent when a solve did not report one)
 (the solve that produced the gains: an identical earlier request's when served from cache),
   x-videoanchor-explain: /v1/videoanchor/explain/<id>[, ...]  (one per anchored item or group)
 GET /v1/videoanchor/explain/<id> answers that solve's per-token scores and cluster labels
@@ -136,6 +138,8 @@ class AnchorMiddleware:
                 (b"x-videoanchor-solver-iterations", str(sum(o.iterations for o in solves)).encode()),
                 (b"x-videoanchor-solver-converged", b"true" if all(o.converged for o in solves) else b"false"),
             ]
+            if all(o.distance is not None for o in solves):
+                headers.append((b"x-videoanchor-solver-distance", f"{max(o.distance for o in solves):.3g}".encode()))
         return headers
 
     async def _explain(self, item_id: str, send) -> None:

@@ -31,18 +31,35 @@ def pca(Y, rank):
 
 
 # The fast solver mode's settings as its docs state them (README, ssc/params.py): the same
-# program, an over-relaxed iteration checked every 10 steps.
-FAST = dict(rho=150.0, eps=5e-4, relaxation=1.8, e_relaxation=1.5, check_every=10)
+# program, an over-relaxed iteration checked every 10 steps, stopped by the estimated distance.
+FAST = dict(rho=150.0, eps=None, tol=5e-2, relaxation=1.8, e_relaxation=1.5, check_every=10)
+
+
+def estimated_distance(changes, norm, ratios=2):
+    """q / (1 - q) d_j / ||C||, d_j = ||C_j - C_{j-1}||_F over 10-step windows, q the largest
+    of the last `ratios` ratios d_i / d_{i-1} (inf while unknown or q >= 1, 0 when C is still)."""
+    recent = changes[-ratios - 1:]
+    if len(recent) <= ratios:
+        return np.inf
+    if max(recent) == 0:
+        return 0.0
+    if norm == 0 or min(recent[:-1]) == 0:
+        return np.inf
+    q = max(b / a for a, b in zip(recent, recent[1:]))
+    return np.inf if q >= 1 else q / (1 - q) * recent[-1] / norm
 
 
 def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, affine=True,
-         relaxation=1.0, e_relaxation=1.0, check_every=1):
+         relaxation=1.0, e_relaxation=1.0, check_every=1, tol=None):
     """C (N x N, Y ~ Y C) and the number of iterations run. Defaults: the reference code.
 
     relaxation (alpha): A_hat = alpha A + (1 - alpha) C replaces A in the C- and D2-updates;
-    e_relaxation (omega): E = E + omega (tau(Y - Y A) - E); the stopping test
-    max_i sum_j |A_hat - C| < eps runs every `check_every` steps (and at max_iter).
+    e_relaxation (omega): E = E + omega (tau(Y - Y A) - E); the stopping test runs every
+    `check_every` steps (and at max_iter): max_i sum_j |A_hat - C| < eps (eps None: not
+    tested) and the estimated relative distance to the optimum (`estimated_distance`, updated
+    every 10 steps) < tol (None: not tested).
     """
+    changes, C_window, distance = [], np.zeros((Y.shape[1], Y.shape[1])), np.inf
     d, n = Y.shape
     lambda_e, lambda_z = regularizers(Y, alpha_e, alpha_z)
     ones = np.ones((n, 1))
@@ -64,7 +81,11 @@ def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, a
         np.fill_diagonal(C, 0.0)
         E = E + e_relaxation * (soft_threshold(Y - Y @ A, lambda_e / lambda_z) - E)
         D2 = D2 + rho * (A_hat - C)
-        if (it % check_every == 0 or it == max_iter) and np.abs(A_hat - C).sum(axis=1).max() < eps:
+        if it % 10 == 0:
+            changes.append(np.linalg.norm(C - C_window))
+            C_window, distance = C, estimated_distance(changes, np.linalg.norm(C))
+        if (it % check_every == 0 or it == max_iter) and (
+                eps is None or np.abs(A_hat - C).sum(axis=1).max() < eps) and (tol is None or distance < tol):
             break
     return C, it
 

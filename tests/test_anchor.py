@@ -356,8 +356,9 @@ def test_solver_statistics_are_one_record(random_tokens):
     assert isinstance(gains.stats, AdmmStats) and gains.stats == est.stats_
     flat = dataclasses.astuple(est.stats_)
     assert (gains.n_iter, gains.converged, gains.lambda_e, gains.lambda_z, gains.residual,
-            gains.solver_mode) == flat
-    assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_, est.solver_mode_) == flat
+            gains.solver_mode, gains.distance) == flat
+    assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_, est.solver_mode_,
+            est.distance_) == flat
     result = admm_ssc(tokens.T.contiguous())
     assert result.stats == est.stats_ and result.n_iter == est.n_iter_
     uniform = compute_anchor_gains(tokens, AnchorParams(method="uniform"))

@@ -52,6 +52,8 @@ def test_bad_input(X, message):
         (dict(alpha_e=-5), "alpha_e"),
         (dict(alpha_z=float("inf")), "alpha_z"),
         (dict(eps=-1e-4), "eps"),
+        (dict(tol=0.0), "tol"),
+        (dict(tol="tight"), "tol"),
         (dict(max_iter=0), "max_iter"),
         (dict(max_iter=True), "max_iter"),
         (dict(pca_rank=-1), "pca_rank"),
@@ -85,6 +87,7 @@ def test_cupy_backend_needs_cuda_tensors():
     [
         (dict(rho=-1.0), "rho must be a finite number > 0 or None, got -1.0"),
         (dict(eps=float("nan")), "eps must be a finite number > 0 or None, got nan"),
+        (dict(tol=-1e-3), "tol must be a finite number > 0 or None, got -0.001"),
         (dict(max_iter=True), "max_iter must be an integer > 0, got True"),
         (dict(n_clusters=2.5), "n_clusters must be an integer > 0, got 2.5"),
         (dict(pca_rank=-1), "pca_rank must be an integer >= 0, got -1"),

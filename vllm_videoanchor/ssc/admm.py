@@ -30,9 +30,12 @@ class AdmmStats:
     lambda_z: float
     residual: float  # max_i sum_j |A_ij - C_ij| at the last check
     solver_mode: str = "reference"  # which iteration produced C (ssc/params.py SOLVER_MODE)
+    # estimated ||C - C*||_F / ||C||_F where it stopped (iteration.DistanceEstimate; inf: none yet)
+    distance: float = math.inf
 
 
-NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0, solver_mode="none")
+NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0, solver_mode="none",
+                    distance=0.0)
 
 
 def forward_stats(attribute: str, suffix: str = ""):
@@ -181,20 +184,24 @@ def resolve_solver(solver: str, d: int, n: int) -> str:
     return solver
 
 
-def resolve_mode(solver_mode: str, rho: float | None, eps: float | None) -> tuple[float, float]:
-    """rho and eps: the mode's where the caller left them None (ValueError for an unknown mode)."""
+def resolve_mode(solver_mode: str, rho: float | None, eps: float | None,
+                 tol: float | None = None) -> tuple[float, float | None, float | None]:
+    """rho, eps and tol: the mode's where the caller left them None (ValueError for an
+    unknown mode); eps or tol None afterwards: that test is not part of the mode's stop."""
     KNOB["solver_mode"].check(solver_mode)
     mode = SOLVER_MODE[solver_mode]
-    return (mode.rho if rho is None else float(rho)), (mode.eps if eps is None else float(eps))
+    return (mode.rho if rho is None else float(rho)), (mode.eps if eps is None else float(eps)), (
+        mode.tol if tol is None else float(tol))
 
 
-def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float, lambda_e: float, lambda_z: float,
-             max_iter: int, affine: bool) -> AdmmResult:
+def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float | None, tol: float | None,
+             lambda_e: float, lambda_z: float, max_iter: int, affine: bool) -> AdmmResult:
     """The mode's iteration (iteration.py) on a factored A-update `step`, as an AdmmResult;
     shared by the torch and the CuPy/NumPy solvers."""
-    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, e_threshold=lambda_e / lambda_z,
-                  max_iter=max_iter, affine=affine)
-    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode))
+    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, tol=tol,
+                  e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine)
+    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode,
+                                       out.distance))
 
 
 def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *, dtype=None) -> tuple[float, float]:
@@ -228,6 +235,7 @@ def admm_ssc(
     alpha_e: float = DEFAULTS["alpha_e"],
     alpha_z: float = DEFAULTS["alpha_z"],
     eps: float | None = DEFAULTS["eps"],
+    tol: float | None = DEFAULTS["tol"],
     max_iter: int = DEFAULTS["max_iter"],
     affine: bool = DEFAULTS["affine"],
     solver: str = DEFAULTS["solver"],
@@ -239,13 +247,16 @@ def admm_ssc(
 
     `solver_mode`: "reference" runs exactly the reference code's iteration; "fast" the
     over-relaxed one, checked every 10 steps (ssc/params.py SOLVER_MODE).
-    `rho` / `eps` None: the mode's values. `lambda_e` / `lambda_z` override the data-scaled
-    values alpha / mu when given. `solver`: the A-update, "dense" (explicit inverse),
-    "lowrank" (Woodbury, needs D < N) or "auto" (whichever needs fewer flops per step).
+    `eps` bounds the primal residual, `tol` the estimated relative distance to the optimum
+    (reported as result.distance); the solve stops when every tolerance that is set holds.
+    `rho` / `eps` / `tol` None: the mode's values (the reference stops on eps, the fast mode
+    on tol). `lambda_e` / `lambda_z` override the data-scaled values alpha / mu when given.
+    `solver`: the A-update, "dense" (explicit inverse), "lowrank" (Woodbury, needs D < N) or
+    "auto" (whichever needs fewer flops per step).
     """
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
-    rho, eps = resolve_mode(solver_mode, rho, eps)
+    rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
     check_fits(n, Y.element_size(), Y.device)
 
     gram = Y.T @ Y
@@ -256,5 +267,5 @@ def admm_ssc(
     else:
         system = _LowRankSystem(Y, lambda_z, rho, affine)
     del gram
-    return run_admm(TorchOps, Y, system.step, solver_mode, rho=rho, eps=eps, lambda_e=lambda_e,
+    return run_admm(TorchOps, Y, system.step, solver_mode, rho=rho, eps=eps, tol=tol, lambda_e=lambda_e,
                     lambda_z=lambda_z, max_iter=max_iter, affine=affine)

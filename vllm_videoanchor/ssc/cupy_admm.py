@@ -90,6 +90,7 @@ def admm_ssc_xp(
     alpha_e=DEFAULTS["alpha_e"],
     alpha_z=DEFAULTS["alpha_z"],
     eps=DEFAULTS["eps"],
+    tol=DEFAULTS["tol"],
     max_iter=DEFAULTS["max_iter"],
     affine=DEFAULTS["affine"],
     solver=DEFAULTS["solver"],
@@ -100,7 +101,7 @@ def admm_ssc_xp(
         import cupy as xp
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
-    rho, eps = resolve_mode(solver_mode, rho, eps)
+    rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
     check_fits(n, Y.dtype.itemsize, "cupy" if xp.__name__ == "cupy" else "cpu")
     gram = Y.T @ Y
     mu_e = float(xp.sort(xp.abs(Y).sum(axis=0))[-2])
@@ -110,8 +111,8 @@ def admm_ssc_xp(
     lambda_e, lambda_z = regularizers(alpha_e, alpha_z, mu_e, mu_z, dtype=Y.dtype)
     step = _factor(xp, Y, gram, lambda_z, rho, affine, solver)
     del gram
-    return run_admm(XpOps(xp), Y, step, solver_mode, rho=rho, eps=eps, lambda_e=lambda_e, lambda_z=lambda_z,
-                    max_iter=max_iter, affine=affine)
+    return run_admm(XpOps(xp), Y, step, solver_mode, rho=rho, eps=eps, tol=tol, lambda_e=lambda_e,
+                    lambda_z=lambda_z, max_iter=max_iter, affine=affine)
 
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:

@@ -53,7 +53,8 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
     ----------
     coef_ : (n_samples, n_samples), X ~ coef_ @ X, zero diagonal (the transpose of C).
     labels_, affinity_matrix_ (scipy sparse), stats_ (AdmmStats), and stats_'s fields as
-    n_iter_, converged_, lambda_e_, lambda_z_, residual_, solver_mode_.
+    n_iter_, converged_, lambda_e_, lambda_z_, residual_, solver_mode_, distance_ (the
+    estimated relative distance ||C - C*||_F / ||C||_F to the optimum where the ADMM stopped).
     Arrays are torch tensors on the solver's device when X was a tensor, numpy otherwise.
     """
 
@@ -65,6 +66,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         alpha_e=DEFAULTS["alpha_e"],
         alpha_z=DEFAULTS["alpha_z"],
         eps=DEFAULTS["eps"],
+        tol=DEFAULTS["tol"],
         max_iter=DEFAULTS["max_iter"],
         affine=DEFAULTS["affine"],
         pca_rank=DEFAULTS["pca_rank"],
@@ -82,6 +84,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.alpha_e = alpha_e
         self.alpha_z = alpha_z
         self.eps = eps
+        self.tol = tol
         self.max_iter = max_iter
         self.affine = affine
         self.pca_rank = pca_rank

@@ -69,6 +69,22 @@ class TorchOps:
         return E.any().to(E.dtype)
 
     @staticmethod
+    def copy(C):
+        return C.clone()
+
+    @staticmethod
+    def norm(M):
+        """||M||_F as a 0-d tensor on M's device."""
+        return torch.linalg.vector_norm(M)
+
+    @staticmethod
+    def change_and_keep(previous, C):
+        """||C - previous||_F (0-d), then previous <- C, both in previous' storage (no N x N temporary)."""
+        change = torch.linalg.vector_norm(previous.sub_(C))
+        previous.copy_(C)
+        return change
+
+    @staticmethod
     def host(*scalars) -> list[float]:
         """The 0-d tensors as floats: one device-to-host transfer for all of them."""
         return torch.stack(scalars).tolist()
@@ -117,6 +133,19 @@ class XpOps:
     def flag(E):
         return E.any()
 
+    @staticmethod
+    def copy(C):
+        return C.copy()
+
+    def norm(self, M):
+        return self.xp.linalg.norm(M)
+
+    def change_and_keep(self, previous, C):
+        previous -= C
+        change = self.xp.linalg.norm(previous)
+        previous[...] = C
+        return change
+
     def host(self, *scalars) -> list[float]:
         return self.xp.stack([self.xp.asarray(s, dtype=self.xp.float64) for s in scalars]).tolist()
 
@@ -129,25 +158,69 @@ class Iterate:
     n_iter: int
     residual: float  # max_i sum_j |A_ij - C_ij| at the last check (A over-relaxed in the fast mode)
     converged: bool
+    distance: float  # estimated ||C - C*||_F / ||C||_F at the last window's end (inf: no estimate yet)
 
 
-def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float, e_threshold: float,
-            max_iter: int, affine: bool) -> Iterate:
-    """Run the ADMM from C = E = 0 and zero multipliers until the mode's stopping rule holds
-    or max_iter steps. `step(W, E, e_nonzero, v)` (the factored A-update) returns A and Y - Y A for
-    R = lambda_z Y^T (Y - E) + W [+ 1 v^T]."""
+class DistanceEstimate:
+    """An a-posteriori estimate of the relative distance ||C_k - C*||_F / ||C_k||_F, on the host.
+
+    ADMM on this program converges linearly once the active set has settled: over a window
+    of w steps the change d_j = ||C_j - C_{j-1}||_F (C at window ends) shrinks by a factor
+    q < 1, and then ||C_j - C*|| <= sum_{i>j} d_i <= q / (1 - q) d_j. q is estimated as the
+    largest ratio d_i / d_{i-1} over the last `ratios` windows (the relaxed iterates do not
+    contract evenly, and an early burst of contraction must not pass for the rate), so the
+    estimate is inf until `ratios` + 1 windows have been seen and while the iterates are not
+    contracting (q >= 1); 0 once C has not moved for `ratios` + 1 windows.
+    """
+
+    def __init__(self, ratios: int):
+        self.ratios = ratios
+        self.changes: list[float] = []
+
+    def update(self, change: float, norm: float) -> float:
+        """The estimate after one more window: `change` = d_j, `norm` = ||C_j||_F."""
+        self.changes.append(change)
+        recent = self.changes[-self.ratios - 1:]
+        if len(recent) <= self.ratios:
+            return math.inf
+        if max(recent) == 0.0:  # C has not moved for ratios + 1 windows: a fixed point
+            return 0.0
+        if norm == 0.0 or min(recent[:-1]) == 0.0:
+            return math.inf
+        q = max(b / a for a, b in zip(recent, recent[1:]))
+        if q >= 1.0:
+            return math.inf
+        return q / (1.0 - q) * change / norm
+
+
+def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, tol: float | None,
+            e_threshold: float, max_iter: int, affine: bool) -> Iterate:
+    """Run the ADMM from C = E = 0 and zero multipliers until the stopping rule holds or
+    max_iter steps. `step(W, E, e_nonzero, v)` (the factored A-update) returns A and Y - Y A for
+    R = lambda_z Y^T (Y - E) + W [+ 1 v^T].
+
+    The rule, tested every mode.check_every steps: the primal residual below `eps` and the
+    estimated relative distance to the optimum (`DistanceEstimate`, updated every
+    mode.window steps) below `tol`; a tolerance given as None is not tested (the reference
+    mode: eps alone, the fast mode: tol alone). The estimate is computed in both modes (it
+    is reported) and never changes the iterates: the reference mode stays the reference."""
+    if eps is None and tol is None:
+        raise ValueError("the ADMM needs a stopping tolerance: eps or tol")
     n = Y.shape[1]
     C = ops.zeros((n, n), Y)
     D2 = ops.zeros((n, n), Y)
     E = ops.zeros(Y.shape, Y)
     D1 = ops.zeros((n,), Y) if affine else None
+    previous = ops.zeros((n, n), Y)  # C at the last window's end
+    estimate = DistanceEstimate(mode.ratios)
     # The reference skips Y^T E while E = 0, which costs a device sync every step; the
     # checked-every-k modes always include it (a D x N x N product, or one subtraction).
     e_nonzero = mode.check_every != 1
-    residual = math.inf
+    residual = distance = math.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         check = n_iter % mode.check_every == 0 or n_iter == max_iter
+        window_end = n_iter % mode.window == 0
         W = ops.penalty(C, D2, rho)
         A, residual_y = step(W, E, e_nonzero, (rho - D1) if affine else None)
         del W
@@ -162,13 +235,20 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float, e_thresho
         E = E_new if mode.e_relaxation == 1.0 else ops.relax(E_new, E, mode.e_relaxation)
         diff = ops.sub_(A, C)
         ops.add_scaled_(D2, diff, rho)
-        if not check:
+        if not (check or window_end):
             continue
+        # everything this point needs from the device, in one transfer
+        scalars = [ops.row_l1_max(diff)]
         if mode.check_every == 1:  # the reference: read the E flag with the residual, every step
-            residual, e_flag = ops.host(ops.row_l1_max(diff), ops.flag(E))
-            e_nonzero = e_flag > 0
-        else:
-            (residual,) = ops.host(ops.row_l1_max(diff))
-        if residual < eps:
-            return Iterate(C, n_iter, residual, True)
-    return Iterate(C, n_iter, residual, False)
+            scalars.append(ops.flag(E))
+        if window_end:
+            scalars += [ops.change_and_keep(previous, C), ops.norm(C)]
+        values = ops.host(*scalars)
+        residual = values[0]
+        if mode.check_every == 1:
+            e_nonzero = values[1] > 0
+        if window_end:
+            distance = estimate.update(values[-2], values[-1])
+        if check and (eps is None or residual < eps) and (tol is None or distance < tol):
+            return Iterate(C, n_iter, residual, True, distance)
+    return Iterate(C, n_iter, residual, False, distance)

@@ -4,17 +4,18 @@ C is N x N, and so are the factored system, the dual variable and the step's tem
 at N = 16k one float32 N x N matrix is 1 GiB. Counted from the solvers (admm.py,
 cupy_admm.py, and the loop in iteration.py, the same for both modes): at their peak, while
 the system is factored (the Gram matrix, and the left-hand side, its inverse and the affine
-correction in float64) and during the loop (M, P0, C, D2, W = rho C - D2, A and a
-soft-threshold temporary; the fast mode relaxes A in place), about LIVE_NXN matrices of
-the solve's dtype are alive. A size that cannot fit is refused with a clear error, instead
-of an out-of-memory failure half-way through (on a GPU, possibly in another request's step).
+correction in float64) and during the loop (M, P0, C, D2, W = rho C - D2, A, a
+soft-threshold temporary, and C at the last window's end for the distance estimate; the
+fast mode relaxes A in place), about LIVE_NXN matrices of the solve's dtype are alive.
+A size that cannot fit is refused with a clear error, instead of an out-of-memory failure
+half-way through (on a GPU, possibly in another request's step).
 """
 
 from __future__ import annotations
 
 import os
 
-LIVE_NXN = 8
+LIVE_NXN = 9
 
 
 def solve_bytes(n_samples: int, itemsize: int) -> int:

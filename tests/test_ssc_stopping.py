@@ -1,0 +1,165 @@
+"""The default mode's stopping rule: the estimated distance to the optimum below `tol`.
+
+On each data family the default (fast) mode stops at least as close to the optimum C* as
+the reference iteration (rho 300, eps 1e-4) does, in at most half its steps. C* is computed
+here by an independent dense ADMM in plain NumPy (explicit inverse, over-relaxed, run until
+the primal residual and the relative change of C are both below 1e-8); the families are
+vllm_videoanchor/testing/ssc_data.py's, at small sizes (benchmarks/ssc.py --modes has the
+larger ones, and the cases where the rule does not hold).
+"""
+
+import functools
+import math
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from vllm_videoanchor.engine.solve_log import SolveLog, SolveOutcome
+from vllm_videoanchor.ssc import SparseSubspaceClustering, admm_ssc
+from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
+from vllm_videoanchor.ssc.iteration import DistanceEstimate
+from vllm_videoanchor.ssc.params import SOLVER_MODE
+from vllm_videoanchor.testing.ssc_data import FAMILIES, token_family
+
+# family -> (N, D): small (C* in seconds), each a case where the reference needs hundreds of steps
+SHAPES = {
+    "subspaces": (64, 64),
+    "near_duplicates": (64, 64),
+    "noise": (64, 64),
+    "outliers": (64, 64),
+    "unequal_dims": (64, 192),
+}
+# Where the rule misses at the default tol (measured; README, Benchmarks, has the table):
+# pure noise stops too late (0.63 of the reference's steps, at 0.27 of its distance), and
+# near-duplicate tokens stop a little early (1.08x the reference's distance, in 0.25 of its
+# steps). A fixed relative tol cannot fit both: the reference's own distance at its stop
+# ranges over 0.005 to 0.5 across families and shapes.
+MISSES = {"noise": "steps", "near_duplicates": "distance"}
+
+
+def soft_threshold(v, t):
+    return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def optimum(Y, alpha=800.0, rho=100.0, relaxation=1.6, tol=1e-8, max_iter=60_000):
+    """C* of min ||C||_1 + lambda_e ||E||_1 + lambda_z / 2 ||Y - Y C - E||_F^2, diag(C) = 0,
+    1^T C = 1^T, with the data-scaled regularisers, by over-relaxed ADMM written from the
+    formulas (the relaxation changes the path, not the fixed point)."""
+    d, n = Y.shape
+    gram = Y.T @ Y
+    off_diagonal = np.abs(gram - np.diag(np.diag(gram)))
+    lambda_e = alpha / np.sort(np.abs(Y).sum(axis=0))[-2]
+    lambda_z = alpha / off_diagonal.max(axis=1).min()
+    inverse = np.linalg.inv(lambda_z * gram + rho * np.eye(n) + rho)
+    C, D2, E, D1 = np.zeros((n, n)), np.zeros((n, n)), np.zeros((d, n)), np.zeros(n)
+    with threadpool_limits(1):  # small products: threads only contend
+        for step in range(1, max_iter + 1):
+            A = inverse @ (lambda_z * Y.T @ (Y - E) + rho * C - D2 + (rho - D1)[None, :])
+            D1 += rho * (A.sum(axis=0) - 1.0)
+            A_hat = relaxation * A + (1.0 - relaxation) * C
+            C_new = soft_threshold(A_hat + D2 / rho, 1.0 / rho)
+            np.fill_diagonal(C_new, 0.0)
+            E = soft_threshold(Y - Y @ A, lambda_e / lambda_z)
+            D2 += rho * (A_hat - C_new)
+            change = np.linalg.norm(C_new - C)
+            C = C_new
+            if step % 10 == 0 and np.abs(A_hat - C).max() < tol and change < tol * np.linalg.norm(C):
+                return C
+    raise AssertionError(f"the test's ADMM did not reach {tol} in {max_iter} steps")
+
+
+@functools.cache
+def family_data(name):
+    """(Y, C*) of one family at its SHAPES size, computed once per session."""
+    Y = token_family(name, *SHAPES[name])
+    return Y, optimum(Y)
+
+
+def relative_distance(C, C_star):
+    return float(np.linalg.norm(np.asarray(C) - C_star) / np.linalg.norm(C_star))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"misses on {MISSES[name]} (measured)"))
+    if name in MISSES else name for name in FAMILIES])
+def test_default_stops_as_close_as_the_reference_in_half_its_steps(name):
+    Y, C_star = family_data(name)
+    reference = admm_ssc(torch.tensor(Y), solver_mode="reference")
+    default = admm_ssc(torch.tensor(Y))
+    assert reference.converged and default.converged
+    assert reference.n_iter >= 200, "a family where the reference needs hundreds of steps"
+    distance = {"reference": relative_distance(reference.C, C_star), "default": relative_distance(default.C, C_star)}
+    assert distance["default"] <= 1.05 * distance["reference"], (name, distance)
+    assert default.n_iter <= 0.5 * reference.n_iter, (name, default.n_iter, reference.n_iter)
+    # what it stopped on, and what it reports: an estimate below tol, of the right size
+    assert default.distance < SOLVER_MODE["fast"].tol
+    assert distance["default"] / 4 <= default.distance * (1 - default.distance) <= 4 * distance["default"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_numpy_path_follows_the_same_rule(name):
+    """The CuPy backend's code, run with NumPy as its array module, stops where torch does."""
+    Y = token_family(name, *SHAPES[name])
+    torch_result = admm_ssc(torch.tensor(Y))
+    xp_result = admm_ssc_xp(Y, xp=np)
+    assert xp_result.n_iter == torch_result.n_iter, name
+    assert xp_result.distance == pytest.approx(torch_result.distance, rel=1e-6)
+    assert np.abs(xp_result.C - torch_result.C.numpy()).max() <= 1e-8 * np.abs(xp_result.C).max()
+
+
+def test_tol_trades_steps_for_distance():
+    """A tighter tol runs longer and stops closer; the estimator stores tol untouched and
+    reports the estimate at the stop as distance_."""
+    Y, C_star = family_data("unequal_dims")
+    loose = SparseSubspaceClustering(n_clusters=6, tol=3e-2, dtype="float64").fit(Y.T)
+    tight = SparseSubspaceClustering(n_clusters=6, tol=1e-4, dtype="float64").fit(Y.T)
+    assert loose.get_params()["tol"] == 3e-2 and SparseSubspaceClustering().tol is None
+    assert loose.n_iter_ < tight.n_iter_ and loose.converged_ and tight.converged_
+    assert loose.distance_ < 3e-2 and tight.distance_ < 1e-4
+    assert relative_distance(tight.coef_.T, C_star) < relative_distance(loose.coef_.T, C_star) / 10
+
+
+def test_reference_mode_reports_an_estimate_and_stops_as_before():
+    """The reference stops on eps alone (tests/test_ssc_admm.py checks it step for step);
+    its estimate is reported beside it. tol given to it is tested too."""
+    Y = torch.tensor(token_family("subspaces", *SHAPES["subspaces"]))
+    reference = admm_ssc(Y, solver_mode="reference")
+    assert 0 < reference.distance < math.inf
+    both = admm_ssc(Y, solver_mode="reference", tol=reference.distance / 10)
+    assert both.n_iter > reference.n_iter and both.distance < reference.distance / 10 and both.residual < 1e-4
+    capped = admm_ssc(Y, max_iter=15)
+    assert not capped.converged and capped.n_iter == 15 and capped.distance == math.inf  # no estimate yet
+
+
+def test_distance_estimate_on_a_geometric_sequence():
+    """Changes d_j = q^j: the tail sum q / (1 - q) d_j, relative to ||C||; none before the
+    rate is known, none while the changes grow, zero once C has stopped moving."""
+    estimate = DistanceEstimate(ratios=3)
+    q = 0.5
+    values = [estimate.update(q**j, 2.0) for j in range(6)]
+    assert values[:3] == [math.inf] * 3
+    assert values[3:] == pytest.approx([q / (1 - q) * q**j / 2.0 for j in range(3, 6)])
+    growing = DistanceEstimate(ratios=1)
+    assert [growing.update(x, 1.0) for x in (1.0, 2.0)] == [math.inf, math.inf]
+    still = DistanceEstimate(ratios=2)
+    assert [still.update(0.0, 0.0) for _ in range(4)] == [math.inf, math.inf, 0.0, 0.0]
+
+
+def test_the_solve_log_keeps_the_distance(tmp_path):
+    """Reported per solve: the outcome's distance goes through the SQLite file, also into a
+    file written before the column existed."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
+                    "converged INTEGER, error TEXT, at REAL)")
+        old.execute("INSERT INTO solves VALUES (1, 0.5, 40, 1, NULL, ?)", (time.time(),))
+    log = SolveLog(str(path))
+    log.record(2, SolveOutcome(0.25, 60, True, distance=2.5e-3))
+    log.flush()
+    found = log.read([1, 2])
+    assert found[1] == SolveOutcome(0.5, 40, True)  # no distance recorded: None
+    assert found[2] == SolveOutcome(0.25, 60, True, distance=2.5e-3)
