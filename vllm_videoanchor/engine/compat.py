@@ -113,6 +113,7 @@ PINNED_NAMES: dict[str, bool | Versions] = {
     "vllm.multimodal:MULTIMODAL_REGISTRY": True,
     "vllm.multimodal.inputs:MultiModalFieldConfig": True,
     "vllm.entrypoints.openai.api_server": True,  # the server the CLI runs (python -m)
+    "vllm.v1.worker.cpu_worker:CPUWorker": True,  # encoder_instance_env reads its runner choice
     "vllm.v1.attention.backends.registry:AttentionBackendEnum": True,
     "vllm.v1.attention.backends.registry:register_backend": True,
     "vllm.v1.attention.backends.registry:AttentionBackendEnum.CPU_ATTN": True,
@@ -620,9 +621,9 @@ def encoder_instance_env() -> dict[str, str]:
     instance (the CUDA worker picks V2's MMEncoderModelRunner), which then runs the language
     model it never loaded ("Cannot copy out of meta tensor"): there, the encoder instance
     runs V1, which serves encoder-only instances (vLLM 0.34 has no V1, and no CPU build)."""
-    from vllm.v1.worker import cpu_worker
+    from vllm.v1.worker.cpu_worker import CPUWorker
 
-    source = inspect.getsource(cpu_worker.CPUWorker)
+    source = inspect.getsource(CPUWorker)
     if is_cpu_platform() and "use_v2_model_runner" in source and "is_mm_encoder_only" not in source:
         return {"VLLM_USE_V2_MODEL_RUNNER": "0"}
     return {}
