@@ -1,7 +1,7 @@
-"""The ADMM iteration of DESIGN.md section 1, written once for torch and for NumPy / CuPy.
+"""The ADMM iteration of docs/method.md, written once for torch and for NumPy / CuPy.
 
-Each backend brings the factored A-update (a `step` function: admm.py for torch tensors,
-cupy_admm.py for xp arrays) and a few array primitives (`TorchOps`, `XpOps`); the updates
+Each backend brings the factored A-update (a `step` function from linear_system.py) and a
+few array primitives (array_ops.py: `TorchOps`, `XpOps`); the updates
 of C, E and the multipliers, over-relaxation and the stopping rule live here only, so the
 backends cannot drift apart. Both solver modes (ssc/params.py `SOLVER_MODE`) run this loop:
 "reference" with plain steps and a check every step, exactly the reference code;
@@ -14,140 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
 from .params import SolverMode
-
-
-class TorchOps:
-    """The loop's primitives on torch tensors, in place where the loop allows it (memory at
-    large N), in the exact arithmetic of the reference solver."""
-
-    @staticmethod
-    def zeros(shape, like):
-        return like.new_zeros(shape)
-
-    @staticmethod
-    def zero_diagonal(C):
-        C.fill_diagonal_(0.0)
-
-    @staticmethod
-    def soft_threshold(v, t):
-        """tau_t(v) = sign(v) max(|v| - t, 0), written as v - clamp(v, -t, t) (one pass fewer)."""
-        return v - v.clamp(-t, t)
-
-    @staticmethod
-    def penalty(C, D2, rho):
-        """rho C - D2."""
-        return torch.sub(C, D2, alpha=1.0 / rho).mul_(rho)
-
-    @staticmethod
-    def shifted(A, D2, rho):
-        """A + D2 / rho."""
-        return D2.div(rho).add_(A)
-
-    @staticmethod
-    def relax(new, old, omega):
-        """omega new + (1 - omega) old, overwriting `new`."""
-        return new.mul_(omega).add_(old, alpha=1.0 - omega)
-
-    @staticmethod
-    def sub_(A, C):
-        return A.sub_(C)
-
-    @staticmethod
-    def add_scaled_(target, x, alpha):
-        target.add_(x, alpha=alpha)
-
-    @staticmethod
-    def row_l1_max(M):
-        """max_i sum_j |M_ij|, as a 0-d tensor on M's device; overwrites M."""
-        return M.abs_().sum(dim=1).max()
-
-    @staticmethod
-    def flag(E):
-        return E.any().to(E.dtype)
-
-    @staticmethod
-    def copy(C):
-        return C.clone()
-
-    @staticmethod
-    def norm(M):
-        """||M||_F as a 0-d tensor on M's device."""
-        return torch.linalg.vector_norm(M)
-
-    @staticmethod
-    def change_and_keep(previous, C):
-        """||C - previous||_F (0-d), then previous <- C, both in previous' storage (no N x N temporary)."""
-        change = torch.linalg.vector_norm(previous.sub_(C))
-        previous.copy_(C)
-        return change
-
-    @staticmethod
-    def host(*scalars) -> list[float]:
-        """The 0-d tensors as floats: one device-to-host transfer for all of them."""
-        return torch.stack(scalars).tolist()
-
-
-class XpOps:
-    """The loop's primitives on the arrays of a NumPy-compatible module (CuPy, NumPy)."""
-
-    def __init__(self, xp):
-        self.xp = xp
-
-    def zeros(self, shape, like):
-        return self.xp.zeros(shape, dtype=like.dtype)
-
-    def zero_diagonal(self, C):
-        self.xp.fill_diagonal(C, 0.0)
-
-    def soft_threshold(self, v, t):
-        return v - self.xp.clip(v, -t, t)
-
-    @staticmethod
-    def penalty(C, D2, rho):
-        return rho * C - D2
-
-    @staticmethod
-    def shifted(A, D2, rho):
-        return A + D2 / rho
-
-    @staticmethod
-    def relax(new, old, omega):
-        return omega * new + (1.0 - omega) * old
-
-    @staticmethod
-    def sub_(A, C):
-        A -= C
-        return A
-
-    @staticmethod
-    def add_scaled_(target, x, alpha):
-        target += alpha * x
-
-    def row_l1_max(self, M):
-        return self.xp.abs(M).sum(axis=1).max()
-
-    @staticmethod
-    def flag(E):
-        return E.any()
-
-    @staticmethod
-    def copy(C):
-        return C.copy()
-
-    def norm(self, M):
-        return self.xp.linalg.norm(M)
-
-    def change_and_keep(self, previous, C):
-        previous -= C
-        change = self.xp.linalg.norm(previous)
-        previous[...] = C
-        return change
-
-    def host(self, *scalars) -> list[float]:
-        return self.xp.stack([self.xp.asarray(s, dtype=self.xp.float64) for s in scalars]).tolist()
 
 
 @dataclass
