@@ -1,10 +1,9 @@
-"""ADMM for Sparse Subspace Clustering with an L1 error term (DESIGN.md section 1), in torch.
+"""ADMM for Sparse Subspace Clustering with an L1 error term (docs/method.md).
 
-Y is D x N, tokens are columns; the solver returns C with Y ~ Y C. The reference solves the
-N x N system of the A-update from scratch at every step. Its left-hand matrix never
-changes, so here it is factored once: an explicit inverse when Y has full column rank
-(D >= N), and Woodbury + Sherman-Morrison when Y has fewer rows than columns (D < N, or
-after PCA), which makes every step O(N^2 D) instead of O(N^3).
+Y is D x N, tokens are columns; the solver returns C with Y ~ Y C. `solve` is the one
+solver: the regularisers, the factored A-update (linear_system.py) and the iteration
+(iteration.py), on torch tensors here (`admm_ssc`) and on CuPy or NumPy arrays in
+cupy_admm.py, through the primitives of array_ops.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from .iteration import TorchOps, iterate
+from .array_ops import TorchOps
+from .iteration import iterate
+from .linear_system import factor, lowrank_is_cheaper
 from .memory import check_fits
 from .params import DEFAULTS, KNOB, SOLVER_MODE, lowrank_fits
 
@@ -63,18 +64,13 @@ class AdmmResult:
     stats: AdmmStats
 
 
-def data_scaled_regularizers(Y: torch.Tensor, gram: torch.Tensor) -> tuple[float, float]:
+def data_scaled_regularizers(ops, Y, gram) -> tuple[float, float]:
     """mu_e = min_i max_{j!=i} ||y_j||_1 and mu_z = min_i max_{j!=i} |y_i^T y_j|.
 
     The min over i of the max over the other columns is the second largest column norm,
     so mu_e needs no loop over tokens (the reference computes it with one).
     """
-    col_l1 = Y.abs().sum(dim=0)
-    mu_e = float(torch.topk(col_l1, 2).values[1])
-    abs_gram = gram.abs()
-    abs_gram.fill_diagonal_(0.0)  # |.| >= 0, so a zero never wins a max over other entries
-    mu_z = float(abs_gram.max(dim=1).values.min())
-    return mu_e, mu_z
+    return ops.second_largest(ops.abs_col_sums(Y)), ops.off_diagonal_row_max_min(gram)
 
 
 def pca_project(Y: torch.Tensor, rank: int) -> torch.Tensor:
@@ -84,94 +80,6 @@ def pca_project(Y: torch.Tensor, rank: int) -> torch.Tensor:
     centred = Y - Y.mean(dim=1, keepdim=True)
     U, _, _ = torch.linalg.svd(centred.double(), full_matrices=False)
     return (U[:, :rank].T.to(Y.dtype)) @ centred
-
-
-class _DenseSystem:
-    """A = M R with M = (lambda_z G + rho I [+ rho 1 1^T])^-1 stored explicitly.
-
-    Used when Y has at least as many rows as columns. The inverse is formed once, in
-    float64 for accuracy; a step is then one N x N x N product plus the D x N x N
-    products Y^T E (skipped while E = 0) and Y A.
-    """
-
-    def __init__(self, Y, gram, lambda_z, rho, affine):
-        lhs = lambda_z * gram.double()
-        lhs.diagonal().add_(rho)
-        if affine:
-            lhs.add_(rho)
-        inv = torch.cholesky_inverse(torch.linalg.cholesky(lhs))
-        m1 = inv.sum(dim=1)  # M 1
-        # M (lz G) = M (lhs - rho I - rho 1 1^T) = I - rho M - rho (M 1) 1^T: no N^3 product
-        P0 = torch.mul(inv, -rho)
-        P0.diagonal().add_(1.0)
-        if affine:
-            P0.sub_(rho * m1[:, None])
-        self.M = inv.to(Y.dtype)
-        self.P0 = P0.to(Y.dtype)
-        self.m1 = m1.to(Y.dtype) if affine else None
-        self.Y = Y
-        self.lambda_z = lambda_z
-
-    def step(self, W, E, e_nonzero, v):
-        """A and the residual Y - Y A, for R = lambda_z Y^T (Y - E) + W [+ 1 v^T]."""
-        T = W
-        if e_nonzero:
-            T = torch.addmm(W, self.Y.T, E, alpha=-self.lambda_z)
-        A = torch.addmm(self.P0, self.M, T)
-        if v is not None:
-            A.addr_(self.m1, v)
-        return A, torch.addmm(self.Y, self.Y, A, alpha=-1.0)
-
-
-class _LowRankSystem:
-    """A = M R through Woodbury, for Y of shape r x N with r < N: O(r N^2) per step.
-
-    The affine term rho 1 1^T is folded in as one more row of Y: with
-    Yt = [Y; a 1^T], a = sqrt(rho / lz), the matrix is B = rho I + lz Yt^T Yt and
-    R = lz Yt^T Ft + W with Ft = [Y - E; v^T / (lz a)]. With K = (rho/lz I + Yt Yt^T)^-1,
-    the push-through identity and Woodbury give
-        A = B^-1 R = (W + Yt^T K (rho Ft - Yt W)) / rho.
-    This form keeps float32 convergence: the textbook (R - Yt^T K Yt R) / rho and a
-    Sherman-Morrison affine update both cancel large terms and stall at ~1e-3.
-    Y A is assembled from r-row products, so a step costs two r x N x N products.
-    """
-
-    def __init__(self, Y, lambda_z, rho, affine):
-        r, n = Y.shape
-        self.r, self.rho = r, rho
-        self.v_scale = 1.0 / math.sqrt(rho * lambda_z)  # 1 / (lz a)
-        Yt = Y.double()
-        if affine:
-            ones = torch.ones(1, n, dtype=torch.float64, device=Y.device)
-            Yt = torch.cat([Yt, math.sqrt(rho / lambda_z) * ones])
-        gram_small = Yt @ Yt.T
-        lhs = gram_small.clone()
-        lhs.diagonal().add_(rho / lambda_z)
-        K = torch.cholesky_inverse(torch.linalg.cholesky(lhs))
-        self.Y = Y
-        self.Yt = Yt.to(Y.dtype)
-        self.K = K.to(Y.dtype)
-        self.gram_rows = gram_small[:r].to(Y.dtype)  # the rows of Yt Yt^T that give Y (.)
-
-    def step(self, W, E, e_nonzero, v):
-        rho = self.rho
-        YW = self.Yt @ W
-        F = self.Y - E if e_nonzero else self.Y
-        if v is not None:
-            F = torch.cat([F, (v * self.v_scale).unsqueeze(0)])
-        H = self.K @ torch.sub(F, YW, alpha=1.0 / rho).mul_(rho)  # K (rho Ft - Yt W)
-        A = torch.addmm(W, self.Yt.T, H).div_(rho)
-        YA = torch.addmm(YW[: self.r], self.gram_rows, H).div_(rho)
-        return A, torch.sub(self.Y, YA)
-
-
-def lowrank_is_cheaper(d: int, n: int) -> bool:
-    """Flops per step: Woodbury 4 r N (N + r) with r = d + 1, dense 2 N^3 + 4 d N^2.
-
-    Woodbury wins when d < N / sqrt(2) or so; close to N the r x r x N products dominate.
-    """
-    r = d + 1
-    return lowrank_fits(d, n) and 4 * r * n * (n + r) < 2 * n**3 + 4 * d * n**2
 
 
 def resolve_solver(solver: str, d: int, n: int) -> str:
@@ -194,16 +102,6 @@ def resolve_mode(solver_mode: str, rho: float | None, eps: float | None,
         mode.tol if tol is None else float(tol))
 
 
-def run_admm(ops, Y, step, solver_mode: str, *, rho: float, eps: float | None, tol: float | None,
-             lambda_e: float, lambda_z: float, max_iter: int, affine: bool) -> AdmmResult:
-    """The mode's iteration (iteration.py) on a factored A-update `step`, as an AdmmResult;
-    shared by the torch and the CuPy/NumPy solvers."""
-    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, tol=tol,
-                  e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine)
-    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode,
-                                       out.distance))
-
-
 def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *, dtype=None) -> tuple[float, float]:
     """lambda_e, lambda_z: alpha / mu (data-scaled) unless given; ValueError when unusable,
     also when one exceeds the largest number of the solve's `dtype` (torch or NumPy; a step
@@ -219,13 +117,33 @@ def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *, 
     if not all(math.isfinite(x) and x > 0 for x in (lambda_e, lambda_z)):
         raise ValueError(f"regularisers must be positive and finite, got {lambda_e=}, {lambda_z=}")
     if dtype is not None:
-        largest = (torch.finfo if isinstance(dtype, torch.dtype) else np.finfo)(dtype).max
+        largest = float((torch.finfo if isinstance(dtype, torch.dtype) else np.finfo)(dtype).max)
         for name, value in (("lambda_e", lambda_e), ("lambda_z", lambda_z)):
             if value > largest:
                 culprit = name if given[name] else "alpha_" + name[-1]
                 raise ValueError(f"{name}={value:.3g} exceeds {dtype}'s range: {culprit} is too large "
                                  "for these tokens")
     return lambda_e, lambda_z
+
+
+def solve(ops, Y, *, rho: float | None, alpha_e: float, alpha_z: float, eps: float | None, tol: float | None,
+          max_iter: int, affine: bool, solver: str, solver_mode: str, lambda_e: float | None = None,
+          lambda_z: float | None = None) -> AdmmResult:
+    """The SSC program for Y (D x N) on `ops`' arrays (array_ops.py): the one solver behind
+    admm_ssc (torch) and cupy_admm.admm_ssc_xp (CuPy, NumPy)."""
+    d, n = Y.shape
+    solver = resolve_solver(solver, d, n)
+    rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
+    check_fits(n, Y.dtype.itemsize, ops.device(Y))
+    gram = Y.T @ Y
+    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(ops, Y, gram),
+                                      lambda_e, lambda_z, dtype=Y.dtype)
+    step = factor(ops, Y, gram, lambda_z, rho, affine, solver)
+    del gram
+    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, tol=tol,
+                  e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine)
+    return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode,
+                                       out.distance))
 
 
 def admm_ssc(
@@ -243,7 +161,7 @@ def admm_ssc(
     lambda_e: float | None = None,
     lambda_z: float | None = None,
 ) -> AdmmResult:
-    """Solve the SSC program of DESIGN.md section 1 for Y (D x N).
+    """Solve the SSC program of docs/method.md for Y (D x N), a torch tensor.
 
     `solver_mode`: "reference" runs exactly the reference code's iteration; "fast" the
     over-relaxed one, checked every 10 steps (ssc/params.py SOLVER_MODE).
@@ -254,18 +172,5 @@ def admm_ssc(
     `solver`: the A-update, "dense" (explicit inverse), "lowrank" (Woodbury, needs D < N) or
     "auto" (whichever needs fewer flops per step).
     """
-    d, n = Y.shape
-    solver = resolve_solver(solver, d, n)
-    rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
-    check_fits(n, Y.element_size(), Y.device)
-
-    gram = Y.T @ Y
-    lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(Y, gram.clone()),
-                                      lambda_e, lambda_z, dtype=Y.dtype)
-    if solver == "dense":
-        system = _DenseSystem(Y, gram, lambda_z, rho, affine)
-    else:
-        system = _LowRankSystem(Y, lambda_z, rho, affine)
-    del gram
-    return run_admm(TorchOps, Y, system.step, solver_mode, rho=rho, eps=eps, tol=tol, lambda_e=lambda_e,
-                    lambda_z=lambda_z, max_iter=max_iter, affine=affine)
+    return solve(TorchOps, Y, rho=rho, alpha_e=alpha_e, alpha_z=alpha_z, eps=eps, tol=tol, max_iter=max_iter,
+                 affine=affine, solver=solver, solver_mode=solver_mode, lambda_e=lambda_e, lambda_z=lambda_z)

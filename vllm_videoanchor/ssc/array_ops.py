@@ -127,6 +127,10 @@ class TorchOps:
         return M.addr_(u, v)
 
     @staticmethod
+    def div_(M, x):
+        return M.div_(x)
+
+    @staticmethod
     def row_sums(M):
         return M.sum(dim=1)
 
@@ -238,6 +242,11 @@ class XpOps:
 
     def add_outer_(self, M, u, v):
         M += self.xp.outer(u, v)
+        return M
+
+    @staticmethod
+    def div_(M, x):
+        M /= x
         return M
 
     @staticmethod
