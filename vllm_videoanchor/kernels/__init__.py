@@ -5,6 +5,7 @@
     anchored_prefill.py        `anchored_prefill_attention`: the Triton kernel (paged,
                                varlen, causal, GQA; all the step's requests in one launch),
                                what GPUs run
+    anchored_prefill_launch.py the Triton launcher's host side: argument checks, tile sizes
 
 Both compute softmax(q k^T / sqrt(d) + log g_K) (g_V v) over a paged KV cache, with the
 gains read per slot. Importing this package never requires Triton; the Triton launcher

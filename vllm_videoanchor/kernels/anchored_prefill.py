@@ -32,14 +32,16 @@ Design (flash-attention style, one launch per call, no device-to-host sync):
 - TRITON_INTERPRET must be set before triton is first imported in the process (triton
   decorates its own library then too); a kernel decorated in the other mode than triton's
   library makes the launcher raise a RuntimeError saying so.
+- The launcher's argument checks, tile sizes and dot precision are host code, in
+  anchored_prefill_launch.py.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
+
+# absolute: the kernel tests load this file from its path, outside the package
+from vllm_videoanchor.kernels.anchored_prefill_launch import LOG2E, check_arguments, dot_modes, tiles
 
 try:  # import triton directly: vllm.triton_utils reports HAS_TRITON=False on CPU builds
     import triton
@@ -195,47 +197,6 @@ if triton is not None:
                  mask=row_ok[:, None] & d_ok[None, :])
 
 
-_LOG2E = 1.4426950408889634
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-@functools.lru_cache(maxsize=None)
-def _big_shared_memory(device: torch.device) -> bool:
-    """At least 160 KiB of shared memory per block (A100, H100/H200, B200)."""
-    if device.type != "cuda":
-        return True
-    props = torch.cuda.get_device_properties(device)
-    return getattr(props, "shared_memory_per_block_optin", 0) >= 160 * 1024
-
-
-def _block_sizes(head_dim_pad: int, group_pad: int, max_query_len: int, element_size: int,
-                 big_smem: bool = True):
-    """(BLOCK_Q, BLOCK_N, num_warps) for one launch (BLOCK_M = BLOCK_Q * group_pad rows).
-
-    Chosen from sm_90 compiles (ptxas resource usage, no measured timings yet): with unit
-    dim strides, 16-bit inputs run without register spills at BLOCK_M x BLOCK_N x D =
-    128 x 64 x 128 (8 warps, ~99 KiB shared memory at 2 stages), 64 x 32 x 256.
-    fp32 (IEEE dots, no tensor cores) gets small tiles; it is a correctness path.
-    """
-    if element_size == 4:
-        target_m = 32 if head_dim_pad <= 128 else 16
-        block_n = 16
-    else:
-        target_m = 128 if head_dim_pad <= 128 else 64
-        block_n = 64 if head_dim_pad <= 64 or (head_dim_pad <= 128 and big_smem) else 32
-    block_q = max(1, target_m // group_pad)
-    # chunks of a few tokens (one-token extensions over cached context) get the smallest
-    # row block tl.dot allows (16 rows); two variants per shape, so few compilations
-    if _next_pow2(max_query_len) * group_pad <= 16:
-        block_q = min(block_q, max(1, 16 // group_pad))
-    block_m = block_q * group_pad
-    num_warps = 8 if element_size < 4 and block_m * head_dim_pad >= 128 * 64 else 4
-    return block_q, block_n, num_warps
-
-
 def anchored_prefill_attention(
     query: torch.Tensor,
     key_cache: torch.Tensor,
@@ -269,42 +230,13 @@ def anchored_prefill_attention(
         raise RuntimeError("anchored_prefill_attention needs Triton, which is not installed "
                            "(pip install triton; the pure-torch path is "
                            "kernels.anchored_prefill_torch.anchored_paged_attention)")
-    if query.dim() != 3 or key_cache.dim() != 4 or value_cache.dim() != 4:
-        raise ValueError(f"expected query [T, Hq, D] and caches [blocks, block_size, Hkv, D], "
-                         f"got {tuple(query.shape)}, {tuple(key_cache.shape)}, "
-                         f"{tuple(value_cache.shape)}")
-    n_tokens, n_heads, head_dim = query.shape
-    num_blocks, block_size, n_kv_heads, k_dim = key_cache.shape
-    if tuple(value_cache.shape) != tuple(key_cache.shape) or k_dim != head_dim:
-        raise ValueError(f"key/value caches {tuple(key_cache.shape)} / "
-                         f"{tuple(value_cache.shape)} do not match head size {head_dim}")
-    if n_heads % n_kv_heads:
-        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv_heads} KV heads")
-    if tuple(output.shape) != tuple(query.shape):
-        raise ValueError(f"output {tuple(output.shape)} must have the query's shape "
-                         f"{tuple(query.shape)}")
-    if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"unsupported query dtype {query.dtype}")
-    if key_cache.dtype != query.dtype or value_cache.dtype != query.dtype:
-        raise ValueError(f"KV cache dtype {key_cache.dtype}/{value_cache.dtype} differs from "
-                         f"the query's {query.dtype} (quantised caches are not supported)")
-    if block_table.dim() != 2:
-        raise ValueError(f"block_table must be [R, max_blocks], got {tuple(block_table.shape)}")
-    if requests.dim() != 1:
-        raise ValueError(f"requests must be 1-D, got {tuple(requests.shape)}")
-    if enabled is not None and tuple(enabled.shape) != tuple(requests.shape):
-        raise ValueError(f"enabled {tuple(enabled.shape)} must have one entry per request "
-                         f"{tuple(requests.shape)}")
+    check_arguments(query, key_cache, value_cache, block_table, output, requests, enabled)
+    n_tokens, _, head_dim = query.shape
+    _, block_size, n_kv_heads, _ = key_cache.shape
     n_requests = requests.shape[0]
     if n_requests == 0 or max_query_len <= 0 or n_tokens == 0:
         return output
-
-    group = n_heads // n_kv_heads
-    group_pad = _next_pow2(group)
-    block_d = max(16, _next_pow2(head_dim))
-    block_q, block_n, num_warps = _block_sizes(block_d, group_pad, int(max_query_len),
-                                               query.element_size(),
-                                               _big_shared_memory(query.device))
+    shape = tiles(query, n_kv_heads, max_query_len)
 
     interpreted = _is_interpreted(_anchored_prefill_kernel)
     if interpreted != _is_interpreted(triton.language.standard.cdiv):
@@ -314,23 +246,20 @@ def anchored_prefill_attention(
             "Triton interpreter mode differs between triton (imported "
             f"{'with' if not interpreted else 'without'} TRITON_INTERPRET=1) and this kernel "
             "module: set TRITON_INTERPRET before triton is first imported in the process")
-    # the interpreter's bf16 tl.dot is wrong: do those dots in fp32 there
-    dot_fp32 = (interpreted or os.environ.get("TRITON_INTERPRET") == "1") and \
-        query.dtype == torch.bfloat16
-    dot_precision = "ieee" if (query.dtype == torch.float32 or dot_fp32) else "tf32"
+    dot_fp32, dot_precision = dot_modes(interpreted, query.dtype)
 
-    grid = (triton.cdiv(int(max_query_len), block_q), n_requests, n_kv_heads)
+    grid = (triton.cdiv(int(max_query_len), shape.block_q), n_requests, n_kv_heads)
     _anchored_prefill_kernel[grid](
         query, key_cache, value_cache, output,
         block_table, query_start_loc, seq_lens, slot_gain_k, slot_gain_v, requests,
         requests if enabled is None else enabled,
-        float(scale) * _LOG2E,
+        float(scale) * LOG2E,
         *query.stride(), *key_cache.stride(), *value_cache.stride(), *output.stride(),
         *block_table.stride(),
         block_size,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, GROUP=group, GROUP_PAD=group_pad,
-        BLOCK_Q=block_q, BLOCK_N=block_n,
+        HEAD_DIM=head_dim, BLOCK_D=shape.block_d, GROUP=shape.group, GROUP_PAD=shape.group_pad,
+        BLOCK_Q=shape.block_q, BLOCK_N=shape.block_n,
         DOT_FP32=dot_fp32, DOT_PRECISION=dot_precision, HAS_ENABLED=enabled is not None,
-        num_warps=num_warps, num_stages=2,
+        num_warps=shape.num_warps, num_stages=2,
     )
     return output
