@@ -15,7 +15,7 @@ from vllm_videoanchor.settings import AnchorSettings, process_settings
 
 # settings without an --anchor-* flag: the keys come from vLLM's own --api-key (serve reads
 # it and passes it on); the CPU attention kernel is a switch for the engine tests
-NO_FLAG = ("api_keys", "attention_kernel")
+NO_FLAG = ("api_keys",)
 BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 

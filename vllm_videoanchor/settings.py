@@ -42,9 +42,6 @@ class AnchorSettings(BaseSettings):
     # serve takes them from vLLM's own --api-key (and passes that on); newline-separated in the environment
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), repr=False, description="the API keys our layer accepts (none: VLLM_API_KEY's, else no check)")
-    attention_kernel: Literal["torch", "triton"] = Field(
-        "torch", description="the anchored prefill on CPU: torch, or the Triton kernel GPUs run (under the "
-        "Triton interpreter: TRITON_INTERPRET=1 in the engine's environment; slower, for tests)")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -114,16 +114,18 @@ def cuda_refusal(vllm_config) -> str | None:
 
 def check_process_settings() -> None:
     """Settings that can never work here stop the engine at start-up, not in a step."""
-    settings = process_settings()
-    check_solver_backend(settings.solver_backend)
-    if settings.attention_kernel != "triton":
+    check_solver_backend(process_settings().solver_backend)
+    if not compat.is_cpu_platform():
         return
     from ..kernels import anchored_prefill
+    from .attention.cpu import TEST_KERNEL_VARIABLE, prefill_kernel
 
+    if prefill_kernel() != "triton":
+        return
     if not anchored_prefill.triton_available():
-        raise RuntimeError("VIDEOANCHOR_ATTENTION_KERNEL=triton, but Triton is not installed")
-    if compat.is_cpu_platform() and not anchored_prefill.kernel_interpreted():
-        raise RuntimeError("VIDEOANCHOR_ATTENTION_KERNEL=triton on CPU needs TRITON_INTERPRET=1 in the engine's "
+        raise RuntimeError(f"{TEST_KERNEL_VARIABLE}=triton, but Triton is not installed")
+    if not anchored_prefill.kernel_interpreted():
+        raise RuntimeError(f"{TEST_KERNEL_VARIABLE}=triton on CPU needs TRITON_INTERPRET=1 in the engine's "
                            "environment (Triton has no CPU backend)")
 
 

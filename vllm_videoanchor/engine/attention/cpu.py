@@ -2,12 +2,15 @@
 
 Every layer runs the stock kernel; when the step involves anchored gains, the prefilling
 requests whose context holds a gain != 1 are recomputed over the paged cache (which already
-holds this step's K/V): by `anchored_paged_attention` (torch, the default), or by the
-Triton kernel GPUs run (settings.attention_kernel = "triton", under the Triton interpreter
-on CPU), so that the engine tests exercise that exact kernel. Decode rows stay plain.
+holds this step's K/V) by `anchored_paged_attention` (torch). Decode rows stay plain.
+The engine tests can make it run the Triton kernel GPUs run instead, in Triton's
+interpreter (`TEST_KERNEL_VARIABLE`), so that they check that exact kernel inside an engine.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 from vllm.logger import init_logger
@@ -18,7 +21,6 @@ from vllm.v1.attention.backends.cpu_attn import (
 )
 
 from ...kernels.anchored_prefill_torch import anchored_paged_attention
-from ...settings import process_settings
 from .. import compat
 from . import cpu_kv_layout
 from .forward import AnchoredForwardMixin
@@ -26,10 +28,18 @@ from .forward import AnchoredForwardMixin
 logger = init_logger("vllm.videoanchor")
 
 
-def attention_kernel() -> str:
-    """This process's anchored prefill implementation on CPU: "torch" (the default) or
-    "triton" (the kernel GPUs run, here in Triton's interpreter; checked at start-up)."""
-    return process_settings().attention_kernel
+# A test hook, not a setting: "triton" runs the GPU kernel in Triton's interpreter (with
+# TRITON_INTERPRET=1; checked at start-up by availability.check_process_settings)
+TEST_KERNEL_VARIABLE = "VIDEOANCHOR_ATTENTION_KERNEL"
+
+
+@functools.cache
+def prefill_kernel() -> str:
+    """This process's anchored prefill on CPU: "torch", or "triton" where the test hook says so."""
+    kernel = os.environ.get(TEST_KERNEL_VARIABLE, "torch")
+    if kernel not in ("torch", "triton"):
+        raise ValueError(f"{TEST_KERNEL_VARIABLE} must be torch or triton, got {kernel!r}")
+    return kernel
 
 
 class AnchoredCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
@@ -51,7 +61,7 @@ class AnchoredCPUAttentionImpl(AnchoredForwardMixin, CPUAttentionBackendImpl):
         key_cache, value_cache = cpu_kv_layout.kv_views(kv_cache, layout)
         step = rows.step
         out = output.view(output.shape[0], self.num_heads, self.head_size)
-        if attention_kernel() == "triton":  # all the step's anchored requests in one launch
+        if prefill_kernel() == "triton":  # all the step's anchored requests in one launch
             from ...kernels.anchored_prefill import anchored_prefill_attention
 
             anchored_prefill_attention(query, key_cache, value_cache, step.block_table, step.query_start_loc,
