@@ -21,7 +21,8 @@ subspaces, near-duplicate tokens, pure noise, outliers, unequal subspace dimensi
 of each mode and its distance ||C - C*||_F / ||C*||_F to the optimum C*, the same program
 solved to a 1e-7 residual and a 1e-8 estimated distance (by the fast iteration: the
 reference one needs 10^4+ steps), the ratios default / reference, and the default mode's own
-estimate of its distance (what it stopped on: tol, ssc/params.py).
+estimate of its distance (it stops on that below tol, or on its residual below tol / 64:
+ssc/iteration.py `stops`).
 """
 
 from __future__ import annotations

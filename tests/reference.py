@@ -31,8 +31,10 @@ def pca(Y, rank):
 
 
 # The fast solver mode's settings as its docs state them (README, ssc/params.py): the same
-# program, an over-relaxed iteration checked every 10 steps, stopped by the estimated distance.
-FAST = dict(rho=150.0, eps=None, tol=5e-2, relaxation=1.8, e_relaxation=1.5, check_every=10)
+# program, an over-relaxed iteration checked every 10 steps, stopped by the estimated distance
+# or by the primal residual below tol / 64.
+FAST = dict(rho=150.0, eps=None, tol=4.6e-2, relaxation=1.8, e_relaxation=1.5, check_every=10,
+            residual_share=1.0 / 64)
 
 
 def estimated_distance(changes, norm, ratios=2):
@@ -50,14 +52,15 @@ def estimated_distance(changes, norm, ratios=2):
 
 
 def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, affine=True,
-         relaxation=1.0, e_relaxation=1.0, check_every=1, tol=None):
+         relaxation=1.0, e_relaxation=1.0, check_every=1, tol=None, residual_share=None):
     """C (N x N, Y ~ Y C) and the number of iterations run. Defaults: the reference code.
 
     relaxation (alpha): A_hat = alpha A + (1 - alpha) C replaces A in the C- and D2-updates;
     e_relaxation (omega): E = E + omega (tau(Y - Y A) - E); the stopping test runs every
     `check_every` steps (and at max_iter): max_i sum_j |A_hat - C| < eps (eps None: not
     tested) and the estimated relative distance to the optimum (`estimated_distance`, updated
-    every 10 steps) < tol (None: not tested).
+    every 10 steps) < tol (None: not tested), or, with a residual_share, the residual above
+    < tol * residual_share.
     """
     changes, C_window, distance = [], np.zeros((Y.shape[1], Y.shape[1])), np.inf
     d, n = Y.shape
@@ -84,9 +87,11 @@ def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, a
         if it % 10 == 0:
             changes.append(np.linalg.norm(C - C_window))
             C_window, distance = C, estimated_distance(changes, np.linalg.norm(C))
-        if (it % check_every == 0 or it == max_iter) and (
-                eps is None or np.abs(A_hat - C).sum(axis=1).max() < eps) and (tol is None or distance < tol):
-            break
+        if it % check_every == 0 or it == max_iter:
+            residual = np.abs(A_hat - C).sum(axis=1).max()
+            if (eps is None or residual < eps) and (tol is None or distance < tol or (
+                    residual_share is not None and residual < tol * residual_share)):
+                break
     return C, it
 
 

@@ -85,7 +85,8 @@ def test_float32_converges_like_float64(union_tokens):
             assert np.abs(f32.coef_ - f64.coef_).max() < 5e-3 * np.abs(f64.coef_).max()
         else:  # both stop within tol (relative, Frobenius) of the optimum
             gap = np.linalg.norm(f32.coef_ - f64.coef_) / np.linalg.norm(f64.coef_)
-            assert gap < 2 * SOLVER_MODE["fast"].tol and f32.distance_ < SOLVER_MODE["fast"].tol
+            fast = SOLVER_MODE["fast"]  # stopped on the estimate or on the residual (iteration.stops)
+            assert gap < 2 * fast.tol and (f32.distance_ < fast.tol or f32.residual_ < fast.tol * fast.residual_share)
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -146,7 +147,8 @@ def test_solver_mode_defaults_and_overrides():
     assert admm_ssc(Y, solver_mode="reference").n_iter == admm_ssc(Y, solver_mode="reference", rho=300.0,
                                                                       eps=1e-4).n_iter
     loose, tight = admm_ssc(Y, tol=1e-1), admm_ssc(Y, tol=1e-3)
-    assert loose.n_iter < tight.n_iter and loose.n_iter % 10 == 0 and tight.distance < 1e-3
+    assert loose.n_iter < tight.n_iter and loose.n_iter % 10 == 0
+    assert tight.distance < 1e-3 or tight.residual < 1e-3 * SOLVER_MODE["fast"].residual_share
     # eps given to the fast mode is tested beside its tol: both must hold
     assert admm_ssc(Y, tol=1e-1, eps=1e-6).residual < 1e-6
     with pytest.raises(ValueError, match="solver_mode must be one of"):

@@ -1,4 +1,5 @@
-"""The default mode's stopping rule: the estimated distance to the optimum below `tol`.
+"""The default mode's stopping rule: the estimated distance to the optimum below `tol`, or the
+primal residual below tol / 64 (ssc/iteration.py `stops`).
 
 On each data family the default (fast) mode stops at least as close to the optimum C* as
 the reference iteration (rho 300, eps 1e-4) does, in at most half its steps. C* is computed
@@ -33,12 +34,15 @@ SHAPES = {
     "outliers": (64, 64),
     "unequal_dims": (64, 192),
 }
-# Where the rule misses at the default tol (measured; README, Benchmarks, has the table):
-# pure noise stops too late (0.63 of the reference's steps, at 0.27 of its distance), and
-# near-duplicate tokens stop a little early (1.08x the reference's distance, in 0.25 of its
-# steps). A fixed relative tol cannot fit both: the reference's own distance at its stop
-# ranges over 0.005 to 0.5 across families and shapes.
-MISSES = {"noise": "steps", "near_duplicates": "distance"}
+# Where the rule misses at the default tol (measured; docs/benchmarks.md has the table):
+# near-duplicate tokens stop one check late, 190 of the reference's 365 steps (0.52), at 0.83
+# of its distance. The estimate alone (tol 5e-2, before) missed noise (0.63 of the
+# reference's steps) and near-duplicates (1.08x its distance); a tol that stops this case
+# one check earlier stops the outliers case too early (1.08x its distance).
+MISSES = {"near_duplicates": "steps (0.52 of the reference's)"}
+# C* to 1e-8, except near-duplicates: the split of weight among copies converges too slowly
+# for that within max_iter; 1e-6 is far below the distances compared (about 0.1)
+OPTIMUM_TOL = {"near_duplicates": 1e-6}
 
 
 def soft_threshold(v, t):
@@ -76,7 +80,7 @@ def optimum(Y, alpha=800.0, rho=100.0, relaxation=1.6, tol=1e-8, max_iter=60_000
 def family_data(name):
     """(Y, C*) of one family at its SHAPES size, computed once per session."""
     Y = token_family(name, *SHAPES[name])
-    return Y, optimum(Y)
+    return Y, optimum(Y, tol=OPTIMUM_TOL.get(name, 1e-8))
 
 
 def relative_distance(C, C_star):
@@ -95,9 +99,12 @@ def test_default_stops_as_close_as_the_reference_in_half_its_steps(name):
     distance = {"reference": relative_distance(reference.C, C_star), "default": relative_distance(default.C, C_star)}
     assert distance["default"] <= 1.05 * distance["reference"], (name, distance)
     assert default.n_iter <= 0.5 * reference.n_iter, (name, default.n_iter, reference.n_iter)
-    # what it stopped on, and what it reports: an estimate below tol, of the right size
-    assert default.distance < SOLVER_MODE["fast"].tol
-    assert distance["default"] / 4 <= default.distance * (1 - default.distance) <= 4 * distance["default"]
+    # what it stopped on: an estimate below tol, or the residual below tol / 64 (the
+    # estimate reported then can be far off: the rate is near 1 where C drifts)
+    fast = SOLVER_MODE["fast"]
+    assert default.distance < fast.tol or default.residual < fast.tol * fast.residual_share
+    if default.distance < fast.tol:
+        assert distance["default"] / 4 <= default.distance * (1 - default.distance) <= 4 * distance["default"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -119,7 +126,9 @@ def test_tol_trades_steps_for_distance():
     tight = SparseSubspaceClustering(n_clusters=6, tol=1e-4, dtype="float64").fit(Y.T)
     assert loose.get_params()["tol"] == 3e-2 and SparseSubspaceClustering().tol is None
     assert loose.n_iter_ < tight.n_iter_ and loose.converged_ and tight.converged_
-    assert loose.distance_ < 3e-2 and tight.distance_ < 1e-4
+    share = SOLVER_MODE["fast"].residual_share
+    assert loose.distance_ < 3e-2 or loose.residual_ < 3e-2 * share
+    assert tight.distance_ < 1e-4 or tight.residual_ < 1e-4 * share
     assert relative_distance(tight.coef_.T, C_star) < relative_distance(loose.coef_.T, C_star) / 10
 
 

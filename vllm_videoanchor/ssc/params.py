@@ -89,7 +89,8 @@ KNOBS = (
     Knob("tol", None, float, "> 0", optional=True, request=False,
          doc="ADMM stopping tolerance on the estimated relative distance to the optimum, "
              "||C - C*||_F / ||C||_F, estimated from the contraction of the iterates (reported per solve as "
-             "distance); None: the solver mode's (fast 5e-2; reference none: it stops on eps)"),
+             "distance; the fast mode also stops when its primal residual is below tol / 64); None: the solver "
+             "mode's (fast 4.6e-2; reference none: it stops on eps)"),
     Knob("backend", "torch", str, choices=BACKENDS, request=False,
          doc="torch, or cupy (CUDA only, needs CuPy installed)"),
     Knob("eigen_solver", "arpack", str, choices=EIGEN_SOLVERS, request=False,
@@ -114,12 +115,13 @@ class SolverMode:
     optimum below tol (iteration.DistanceEstimate: the contraction of C over windows of
     `window` steps, its rate the largest of the last `ratios` ratios); None: not tested.
 
-    The fast mode stops on the distance estimate alone. Its former rule, the primal residual
-    below 5e-4, says little about the distance to C* of a relaxed iteration: on unequal
-    subspaces with outliers it ran 780 steps where 190 reached the reference's distance
-    (issue 25). A dual residual on C was dropped before that for near-duplicate tokens (the
-    split of weight among copies keeps moving): the estimate sees the same slow motion as a
-    rate q close to 1 and keeps going, as it should, since C* is that far away.
+    residual_share: where set (the fast mode), the tol test also passes when the primal
+    residual is below tol * residual_share (iteration.stops): the estimate alone over-solves
+    where the iteration contracts slowly (pure noise: 0.63 of the reference's steps at 0.27
+    of its distance) and trusts an early rate on near-duplicate tokens; the residual alone
+    (the fast mode's rule before issue 25, 5e-4) never stops on unequal subspaces with more
+    features than tokens, where the relaxed residual stays large. Either alone misses 4 to 5
+    of the 11 calibration cases of docs/benchmarks.md, the two together 1.
     """
 
     rho: float
@@ -130,15 +132,18 @@ class SolverMode:
     check_every: int = 1
     window: int = 10
     ratios: int = 2
+    residual_share: float | None = None
 
 
 # reference: the reference code exactly (its distance estimate is reported, never used).
-# fast: tol calibrated (benchmarks/ssc.py --modes, tests/test_ssc_stopping.py) to stop at
-# least as close to the optimum C* as the reference does on the families of
-# vllm_videoanchor/testing/ssc_data.py, in at most half its steps where it needs hundreds.
+# fast: tol and residual_share calibrated (benchmarks/ssc.py --modes, tests/test_ssc_stopping.py,
+# docs/benchmarks.md) to stop at least as close to the optimum C* as the reference does on the
+# families of vllm_videoanchor/testing/ssc_data.py, in at most half its steps where it needs
+# hundreds (11 calibration cases, 10 within; held-out shapes in docs/benchmarks.md).
 SOLVER_MODE = {
     "reference": SolverMode(rho=300.0, eps=1e-4),
-    "fast": SolverMode(rho=150.0, eps=None, tol=5e-2, relaxation=1.8, e_relaxation=1.5, check_every=10),
+    "fast": SolverMode(rho=150.0, eps=None, tol=4.6e-2, relaxation=1.8, e_relaxation=1.5, check_every=10,
+                       residual_share=1.0 / 64),
 }
 
 
