@@ -1,7 +1,7 @@
 """The pin table resolved for one vLLM release, and checked against the installed vLLM.
 
 `pins_for` is shared by the run-time check below and the static one
-(vllm_videoanchor/compat_check.py), so both check the same pins for a release.
+(vllm_videoanchor/compat_check/), so both check the same pins for a release.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _optional_package_missing(exc: Exception) -> bool:
 
 def pin_mismatches(version: str | None = None) -> list[str]:
     """What in the installed vLLM differs from the pins for `version` (by default the
-    installed one's); empty when all hold. compat_check.py checks the same pins statically."""
+    installed one's); empty when all hold. compat_check checks the same pins statically."""
     pins = pins_for(version or installed_version())
     problems = []
 
