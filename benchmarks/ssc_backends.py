@@ -3,10 +3,10 @@
     python benchmarks/ssc_backends.py                       # CUDA: N = 2048, 4096, 16384, D = 4096
     python benchmarks/ssc_backends.py --smoke               # CPU, tiny: checks the script (NumPy stands in for CuPy)
 
-For every N: seconds per ADMM solve (default mode, best of --repeats, one for solves over a second, after a warm-up solve),
-steps, and where C* is computed (N <= --optimum-max-n) the distance ||C - C*||_F / ||C*||_F
-of each configuration and its ratio to float32 without TF32. C* is the same program solved
-in float64 to a 1e-7 residual and a 1e-8 estimated distance. TF32 is torch's
+For every N: seconds per ADMM solve (default mode, best of --repeats, once for solves over a
+second, after a warm-up solve), steps, and where C* is computed (N <= --optimum-max-n) the
+distance ||C - C*||_F / ||C*||_F of each configuration and its ratio to float32 without
+TF32. C* is the same program solved in float64 to a 1e-7 residual and a 1e-8 estimated distance. TF32 is torch's
 `allow_tf32` for torch, and CUPY_TF32=1 for CuPy (read when CuPy is imported, so that
 configuration runs in a child process). The data are benchmarks/ssc.py's video-like tokens.
 The table says which backend is faster where, and whether TF32 keeps the distance.
@@ -48,6 +48,11 @@ def solver_for(config: str, device: str):
     return admm_ssc_cupy
 
 
+def progress(line: str) -> None:
+    """One line on stderr at once, so that a run cut short still says how far it got."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -71,6 +76,7 @@ def measure(config: str, sizes, features: int, device: str, repeats: int, keep_c
             synchronize(device)
             best = min(best, time.perf_counter() - start)
         row = {"config": config, "N": n, "seconds": best, "steps": result.n_iter, "c_file": None}
+        progress(f"{config} N={n}: {best * 1000:.1f} ms, {result.n_iter} steps")
         if n <= keep_c:
             row["c_file"] = os.path.join(out_dir, f"{config}-{n}.pt")
             torch.save(result.C.cpu(), row["c_file"])
@@ -88,9 +94,9 @@ def run_config(config: str, args, out_dir: str) -> list[dict] | str:
     command = [sys.executable, __file__, "--worker", config, "--out-dir", out_dir, "--device", args.device,
                "--features", str(args.features), "--repeats", str(args.repeats),
                "--optimum-max-n", str(args.optimum_max_n), "--sizes", *map(str, args.sizes)]
-    child = subprocess.run(command, env={**os.environ, "CUPY_TF32": "1"}, capture_output=True, text=True)
+    child = subprocess.run(command, env={**os.environ, "CUPY_TF32": "1"}, stdout=subprocess.PIPE, text=True)
     if child.returncode != 0:
-        return f"failed: {child.stderr.strip().splitlines()[-1] if child.stderr.strip() else child.returncode}"
+        return f"failed with status {child.returncode} (its error is above)"
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
@@ -101,7 +107,9 @@ def distances(rows: list[dict], sizes, features: int, device: str) -> None:
         if not kept:
             continue
         Y = video_like_tokens(n, features).to(device)
-        optimum = admm_ssc(Y, eps=1e-7, tol=1e-8, max_iter=20000).C.cpu()
+        optimum = admm_ssc(Y, eps=1e-7, tol=1e-8, max_iter=5000)
+        progress(f"C* N={n}: {optimum.n_iter} steps, converged {optimum.converged}")
+        optimum = optimum.C.cpu()
         for row in kept:
             C = torch.load(row["c_file"]).double()
             row["distance"] = float((C - optimum).norm() / optimum.norm())
