@@ -8,19 +8,18 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from utils import read_results
+from utils import PARALLEL_SCRIPT, read_results
 
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).with_name("parallel_script.py")
+SCRIPT = PARALLEL_SCRIPT
 
 
 def run(mode, *args):
-    """tests/parallel_script.py in `mode` (tensor, pipeline)."""
+    """tests/support/parallel_script.py in `mode` (tensor, pipeline)."""
     # one CPU worker per rank, each bound to its own core (these machines have one NUMA node)
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="0|1",
                VLLM_LOGGING_LEVEL="DEBUG")

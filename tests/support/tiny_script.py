@@ -1,7 +1,7 @@
 """Loads a tiny model in vLLM (plugin active) and generates 3 tokens for the tests' video, for
-tests/test_tiny.py.
+tests/engine/test_tiny.py.
 
-    python tests/tiny_script.py MODEL_DIR    # prints RESULTS {"prompt_tokens": N, "tokens": [...]}
+    python tests/support/tiny_script.py MODEL_DIR    # prints RESULTS {"prompt_tokens": N, "tokens": [...]}
 """
 
 import json

@@ -17,7 +17,7 @@ from benchmarks.eval.synthetic import generate
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:

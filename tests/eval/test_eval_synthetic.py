@@ -14,7 +14,7 @@ import pytest
 from benchmarks.eval.questions import load_questions
 from benchmarks.eval.synthetic import COLOURS, QUESTION_TYPES, generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIN_AREA = 15  # pixels: a shape is at least ~100, compression fringes are a few
 
 

@@ -1,5 +1,7 @@
 """Helpers the tests share: server processes, media files, metric scraping, and running vLLM's
-engine in its own process (the scripts under tests/ print one `RESULTS <json>` line)."""
+engine in its own process (the scripts beside this module, in tests/support/, print one
+`RESULTS <json>` line). pyproject's pytest `pythonpath` puts tests/support on sys.path, so every
+test module, in whichever tests/ subfolder, imports these helpers by name."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import pytest
 
 from vllm_videoanchor.testing.engine_run import parse_results
 
-TESTS = Path(__file__).resolve().parent
-ENGINE_SCRIPT = TESTS / "engine_script.py"
+SUPPORT = Path(__file__).resolve().parent
+ENGINE_SCRIPT = SUPPORT / "engine_script.py"
+PARALLEL_SCRIPT = SUPPORT / "parallel_script.py"
+TINY_SCRIPT = SUPPORT / "tiny_script.py"
 # the console script of this environment's vllm-videoanchor
 VLLM_VIDEOANCHOR = str(Path(sys.executable).with_name("vllm-videoanchor"))
 
@@ -127,7 +131,7 @@ def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
 
 
 def run_engine(model, *args, plugins=None, env=None):
-    """tests/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given,
+    """tests/support/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given,
     `env` on top of this environment): its results."""
     env = dict(os.environ, **(env or {}))
     if plugins is not None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.slow  # runs the whole GPU check script (smoke mode)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 

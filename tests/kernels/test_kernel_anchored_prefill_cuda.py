@@ -32,7 +32,7 @@ finally:
 import kernel_cases  # noqa: E402
 from kernel_cases import assert_matches, check_batch  # noqa: E402
 
-KERNEL_FILE = Path(__file__).resolve().parents[1] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
+KERNEL_FILE = Path(__file__).resolve().parents[2] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
 # whether triton (and so its own library) was imported in compiler mode in this process
 IN_PROCESS = type(triton.language.standard.cdiv).__name__ != "InterpretedFunction"
 
@@ -73,7 +73,7 @@ def test_in_fresh_compiled_process():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"],
-        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=1800,
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from utils import read_results
+from utils import TINY_SCRIPT, read_results
 
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, cpu_compat, spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -66,7 +66,7 @@ def test_vllm_serves_the_tiny_model(tiny_model):
     if arch != "qwen2_5_vl":
         pytest.skip("served by stock vLLM in test_engine_plugin.py")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("tiny_script.py")), str(path)], env=env,
+    out = subprocess.run([sys.executable, str(TINY_SCRIPT), str(path)], env=env,
                          capture_output=True, text=True, timeout=600)
     result = read_results(out, tail=3000)
     # the video expanded to its placeholder tokens

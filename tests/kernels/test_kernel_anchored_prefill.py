@@ -31,7 +31,7 @@ triton = pytest.importorskip("triton")
 import kernel_cases  # noqa: E402
 from kernel_cases import assert_matches, check_batch  # noqa: E402
 
-KERNEL_FILE = Path(__file__).resolve().parents[1] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
+KERNEL_FILE = Path(__file__).resolve().parents[2] / "vllm_videoanchor" / "kernels" / "anchored_prefill.py"
 # whether triton (and so its own library) was first imported in interpreter mode here
 IN_PROCESS = type(triton.language.standard.cdiv).__name__ == "InterpretedFunction"
 
@@ -69,7 +69,7 @@ def test_in_fresh_interpreter_process():
     if IN_PROCESS:
         pytest.skip("the tests of this file run in this process")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"],
         cwd=root, env=env, capture_output=True, text=True, timeout=900,

@@ -1,9 +1,9 @@
-"""Parallel layouts of vLLM's CPU engine on the tiny model, for tests/test_engine_parallel.py.
+"""Parallel layouts of vLLM's CPU engine on the tiny model, for tests/engine/test_engine_parallel.py.
 
-    python tests/parallel_script.py tensor MODEL_DIR TP    # a plain and an anchored video request
-                                                           # on TP ranks: prints RESULTS <json>
-    python tests/parallel_script.py pipeline MODEL_DIR     # the same two requests on 2 pipeline
-                                                           # stages: prints RESULTS <json>
+    python tests/support/parallel_script.py tensor MODEL_DIR TP   # a plain and an anchored video
+                                                                   # request on TP ranks: RESULTS <json>
+    python tests/support/parallel_script.py pipeline MODEL_DIR    # the same two requests on 2
+                                                                   # pipeline stages: RESULTS <json>
 """
 
 import json

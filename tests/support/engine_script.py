@@ -1,6 +1,6 @@
 """Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
 
-    python tests/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only] [--dtype D]
+    python tests/support/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only] [--dtype D]
                                             [--no-prefix-caching]
 
 Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
@@ -43,7 +43,7 @@ def native_bfloat16_pos_embed(dtype: str) -> None:
     """Qwen3-VL's vision tower interpolates position embeddings with a Triton kernel
     wherever vLLM sees Triton. In this CPU test environment that kernel runs in Triton's
     interpreter, which turns bfloat16 into NaN (float32 and float16 match vLLM's native
-    torch version; tests/test_engine_plugin.py::test_qwen3_vl_pos_embed_kernel_in_the_interpreter).
+    torch version; tests/engine/test_engine_plugin.py::test_qwen3_vl_pos_embed_kernel_in_the_interpreter).
     On a GPU the compiled kernel is fine, so a bfloat16 run here takes vLLM's native version."""
     if dtype != "bfloat16":
         return

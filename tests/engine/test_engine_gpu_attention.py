@@ -65,7 +65,7 @@ def test_in_fresh_interpreter_process():
         pytest.skip("the tests of this file run in this process")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p",
-                           "no:cacheprovider"], cwd=Path(__file__).resolve().parents[1], env=env,
+                           "no:cacheprovider"], cwd=Path(__file__).resolve().parents[2], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout

@@ -13,7 +13,7 @@ from utils import videoanchor_server
 from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
-LOAD = Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
+LOAD = Path(__file__).resolve().parents[2] / "benchmarks" / "load.py"
 
 
 def test_load_tool_runs_end_to_end(tmp_path):
