@@ -67,7 +67,7 @@ class Knob:
 KNOBS = (
     Knob("n_clusters", 24, int, "> 0", doc="clusters of the spectral step (or of the kmeans ablation)"),
     Knob("rho", None, float, "> 0", optional=True,
-         doc="ADMM penalty parameter (DESIGN.md section 1); None: the solver mode's (reference 300, fast 150)"),
+         doc="ADMM penalty parameter (docs/method.md); None: the solver mode's (reference 300, fast 150)"),
     Knob("alpha_e", 800.0, float, "> 0", doc="error weight: lambda_e = alpha_e / mu_e (data-scaled)"),
     Knob("alpha_z", 800.0, float, "> 0", doc="fit weight: lambda_z = alpha_z / mu_z (data-scaled)"),
     Knob("eps", None, float, "> 0", optional=True,
