@@ -86,4 +86,3 @@ def source_text(source: VllmSource, found: Found) -> str:
         return "\n".join(lines)
     first = min([found.node.lineno] + [d.lineno for d in getattr(found.node, "decorator_list", [])])
     return "\n".join(lines[first - 1:found.node.end_lineno])
-

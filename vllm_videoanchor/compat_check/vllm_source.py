@@ -214,4 +214,3 @@ def resolve(source: VllmSource, path: str) -> Found:
     for part in parts[1:]:
         found = member(source, found, part)
     return found
-
