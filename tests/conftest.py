@@ -1,6 +1,6 @@
 """Every vLLM engine a test starts (in this process or a child) runs Model Runner V2, the
 runner of every GPU user (vLLM 0.34 has no other). On this CPU build V2 needs a Triton
-backend named "cpu": tests/triton_cpu_interpreter, which `make` installs, runs Triton's
+backend named "cpu": tests/cpu_test_env, which `make` installs, runs Triton's
 kernels in its interpreter. A test that checks the V1 runner asks for it itself."""
 
 import os

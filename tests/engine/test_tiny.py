@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import videoanchor_cpu_compat as cpu_compat
 from utils import TINY_SCRIPT, read_results
 
-from vllm_videoanchor.testing import ARCHS, build_tiny_model, cpu_compat, spec
+from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +116,7 @@ def test_runtime_code_does_not_import_the_testing_package():
 
 
 def test_importing_the_plugin_and_the_server_leaves_the_testing_package_out():
-    """In a fresh interpreter. The CPU environment's .pth imports vllm_videoanchor.testing.cpu_compat
+    """In a fresh interpreter. The CPU environment's .pth imports videoanchor_cpu_compat
     at start-up, so the check first forgets every vllm_videoanchor module (as a GPU install,
     which has no .pth, starts), then imports the runtime modules."""
     code = (

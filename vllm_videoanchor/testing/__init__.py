@@ -13,11 +13,12 @@ vLLM load. A few MB; a few seconds. Text ("tiny", the tests' model): 2 layers, h
   counts of the tests' media, video metadata); SIZES.
 - tokenizer.py: the tokenizer and chat template every builder shares.
 - qwen_vl.py, llava_onevision.py, internvl.py: the builders, per family.
-- engine_run.py, hf_reference.py, selftest.py: engine runs on the tiny models, the dense
-  transformers reference, and `vllm-videoanchor selftest` built on them.
+- engine_run.py, hf_reference.py, selftest.py: `vllm-videoanchor selftest`, its engine runs
+  on the tiny models and the dense transformers reference it checks them against.
 - ssc_data.py: seeded token sets (the families the solver modes are calibrated and tested on).
-- cpu_compat.py: the torchvision work-around of the CPU test environment (the builders and
-  the CPU environment's .pth use it; the plugin and the server never import this package).
+
+The plugin and the server never import this package (only `selftest` and `make demo` do).
+The tests' own scaffolding lives in tests/ (tests/support/, tests/cpu_test_env/).
 
 Importing this package imports no torch, transformers or vLLM.
 """

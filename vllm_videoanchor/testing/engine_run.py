@@ -1,6 +1,10 @@
-"""What an engine run on a tiny model needs: the test media, prompts, a summary of each output,
-and a recorder of the plugin's solves (the engine must run in-process for that, i.e. with
-VLLM_ENABLE_V1_MULTIPROCESSING=0). Shared by the engine tests' script and `selftest`."""
+"""What `selftest`'s engine runs on a tiny model need (the engine tests' scripts use them too):
+the test media, the prompt, a summary of each output, and a recorder of the plugin's solves
+(the engine must run in-process for that, i.e. with VLLM_ENABLE_V1_MULTIPROCESSING=0).
+
+The recorder wraps the solver the model calls, because the dense reference needs the visual
+tokens and gains of each solve, which the solve log (engine/solve_log.py) does not keep: it
+keeps each solve's statistics and its scores in float32."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import numpy as np
 
 from . import specs
 
-JOINT_IMAGES = 4  # images of the multi-view request
 PROMPT = "<|im_start|>user\n{media}How many chairs?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -85,18 +88,3 @@ def record_solves() -> list:
 
     model.compute_anchor_gains = recording
     return solves
-
-
-def count_kernel_launches() -> list:
-    """Counts the Triton anchored prefill kernel's launches in this process ([count]), so that
-    a run can show which implementation served its anchored requests."""
-    from vllm_videoanchor.kernels import anchored_prefill
-
-    count, launch = [0], anchored_prefill.anchored_prefill_attention
-
-    def counting(*args, **kwargs):
-        count[0] += 1
-        return launch(*args, **kwargs)
-
-    anchored_prefill.anchored_prefill_attention = counting
-    return count

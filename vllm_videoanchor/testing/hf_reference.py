@@ -3,7 +3,9 @@ with an attention function written here from docs/method.md (float64, full causa
 log-gain on key logits, gain on values), and, for Qwen2-VL / Qwen2.5-VL, vLLM's M-RoPE
 position numbering passed in explicitly (transformers numbers text after a video
 differently; Qwen3-VL's numbering agrees, LLaVA-OneVision and InternVL use plain positions).
-Shares no code with the plugin: the gains it applies are given by the caller.
+Shares no code with the plugin: the gains it applies are given by the caller, and reach the
+attention function as keyword arguments of the model's forward (transformers hands its
+attention functions every keyword the forward did not take): no state outside the call.
 
 InternVL: transformers takes every visual row at <IMG_CONTEXT>, while vLLM puts a video's
 rows at its own video token (another id), so prompts are scored against vLLM's ids
@@ -19,18 +21,20 @@ import torch
 from .. import visual_tokens
 
 ATTENTION = "videoanchor_dense_reference"
-_GAINS: dict[str, torch.Tensor | None] = {"k": None, "v": None}
 
 
-def anchored_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """query [B, H, L, D], key/value [B, H_kv, L, D] -> ([B, L, H, D], probabilities)."""
+def anchored_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, *,
+                       videoanchor_gain_k=None, videoanchor_gain_v=None, **kwargs):
+    """query [B, H, L, D], key/value [B, H_kv, L, D] -> ([B, L, H, D], probabilities), with
+    per-position gains (float64 [L]; None: 1 everywhere)."""
     groups = query.shape[1] // key.shape[1]
     q = query.double()
     k = key.double().repeat_interleave(groups, dim=1)
     v = value.double().repeat_interleave(groups, dim=1)
     length = q.shape[2]
-    gain_k = _GAINS["k"] if _GAINS["k"] is not None else torch.ones(length, dtype=torch.float64)
-    gain_v = _GAINS["v"] if _GAINS["v"] is not None else torch.ones(length, dtype=torch.float64)
+    ones = torch.ones(length, dtype=torch.float64)
+    gain_k = ones if videoanchor_gain_k is None else videoanchor_gain_k
+    gain_v = ones if videoanchor_gain_v is None else videoanchor_gain_v
     scores = q @ k.transpose(-1, -2) * scaling
     future = torch.ones(length, length, dtype=torch.bool).triu(1)
     scores = scores.masked_fill(future, float("-inf")) + gain_k.log()
@@ -125,17 +129,14 @@ class DenseReference:
     @torch.no_grad()
     def prompt_logprobs(self, inputs, gain_k=None, gain_v=None) -> np.ndarray:
         """log p(token i+1 | tokens <= i) for every prompt position, with per-position gains."""
-        _GAINS["k"] = None if gain_k is None else torch.as_tensor(gain_k, dtype=torch.float64)
-        _GAINS["v"] = None if gain_v is None else torch.as_tensor(gain_v, dtype=torch.float64)
-        try:
-            keys = ("pixel_values_videos", "pixel_values", "second_per_grid_ts", "video_grid_thw", "image_grid_thw",
-                    "mm_token_type_ids", "image_sizes", "batch_num_images")
-            extra = {k: inputs[k] for k in keys if k in inputs}
-            if self.vllm_positions and "video_grid_thw" in inputs:  # images: the two numberings agree
-                extra["position_ids"] = self.positions(inputs)[:, None, :]
-            logits = self.model(input_ids=inputs["input_ids"], **extra).logits[0]
-        finally:
-            _GAINS["k"] = _GAINS["v"] = None
+        gains = {f"videoanchor_gain_{name}": torch.as_tensor(gain, dtype=torch.float64)
+                 for name, gain in (("k", gain_k), ("v", gain_v)) if gain is not None}
+        keys = ("pixel_values_videos", "pixel_values", "second_per_grid_ts", "video_grid_thw", "image_grid_thw",
+                "mm_token_type_ids", "image_sizes", "batch_num_images")
+        extra = {k: inputs[k] for k in keys if k in inputs}
+        if self.vllm_positions and "video_grid_thw" in inputs:  # images: the two numberings agree
+            extra["position_ids"] = self.positions(inputs)[:, None, :]
+        logits = self.model(input_ids=inputs["input_ids"], **extra, **gains).logits[0]
         ids = inputs.get("target_ids", inputs["input_ids"])[0]
         logprobs = torch.log_softmax(logits.double(), dim=-1)
         return logprobs[:-1].gather(1, ids[1:, None])[:, 0].numpy()

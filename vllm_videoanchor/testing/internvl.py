@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import cpu_compat
 from .specs import SIZES
 from .tokenizer import build_tokenizer, chat_template
 
@@ -86,7 +85,6 @@ def build_tiny_internvl(out_dir: str | Path, flavor: str = "hf", seed: int = 0, 
 
 
 def _build_hf(out: Path, seed: int, size: dict) -> Path:
-    cpu_compat.install()
     import torch
     from transformers import (
         GotOcr2ImageProcessor,
@@ -239,7 +237,6 @@ def _hf_to_chat_weights(state: dict) -> dict:
 def _build_chat(out: Path, seed: int, size: dict) -> Path:
     """The original format, with the weights the HF flavour gets for the same seed (so the
     two compute the same visual embeddings; the HF model can score the chat prompts)."""
-    cpu_compat.install()
     import torch
     from safetensors.torch import save_file
     from transformers import InternVLConfig, InternVLForConditionalGeneration

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import cpu_compat
 from .tokenizer import build_tokenizer, chat_template
 
 ARCHS = ("llava_onevision",)
@@ -17,7 +16,6 @@ CHAT_TEMPLATE = chat_template(image="<image>\n", video="<video>\n")
 
 def build(out: Path, arch: str, seed: int, size: dict) -> Path:
     """Write a tiny random-weight LLaVA-OneVision of `size` (a SIZES entry) to `out`."""
-    cpu_compat.install()
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import (

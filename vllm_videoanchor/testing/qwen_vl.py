@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import cpu_compat
 from .tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
 ARCHS = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
@@ -61,7 +60,6 @@ def _configs(arch: str, tokenizer, size: dict):
 
 def _build_qwen2_vl(out: Path, arch: str, seed: int, size: dict) -> Path:
     """Qwen2-VL or Qwen2.5-VL: vision patch 14, merge 2 (28 px per token)."""
-    cpu_compat.install()
     import torch
     import transformers
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
@@ -97,7 +95,6 @@ def _build_qwen3_vl(out: Path, seed: int, size: dict) -> Path:
     """Vision patch 16, merge 2 (32 px per token), one deepstack level; text M-RoPE sections
     in Qwen3-VL's 24:20:20 ratio, interleaved. A video's size limit counts the pixels of all
     its frames: 8 frames of 112 px become 128 px, a 4 x 8 x 8 grid, 64 tokens."""
-    cpu_compat.install()
     import torch
     from transformers import (
         Qwen2VLImageProcessor,

@@ -9,8 +9,10 @@ import), and hides torchaudio / torchcodec (so transformers treats them as absen
 
 It does nothing where torch has CUDA or torchvision is a CPU build. vLLM's spawned
 processes import vLLM before any plugin runs, so the CPU test environment runs
-`install()` at interpreter start through a `.pth` file that `make` writes into `.venv`
-(see the Makefile); `install()` reads two version files and imports nothing heavy.
+`install()` at interpreter start through videoanchor_cpu_compat.pth, which installing this
+package (tests/cpu_test_env, as `make` does) puts into site-packages; `install()` reads two
+version files and imports nothing heavy. Test-only: the plugin, the server and the tiny
+model builders never import it.
 """
 
 from __future__ import annotations
