@@ -119,6 +119,8 @@ WIDE = {
     ("outliers", 128, 160, 1): "steps (0.51 of the reference's)",
     ("noise", 64, 128, 1): "steps (0.67 of the reference's; the iteration needs 0.67 to get as close)",
     ("subspaces", 96, 256, 2): None,
+    ("subspaces", 128, 384, 3): "distance (1.42x the reference's, at 0.37 of its steps: it needs 81)",
+    ("near_duplicates", 64, 192, 0): "steps (0.69 of the reference's)",
 }
 
 
