@@ -6,11 +6,10 @@ they could not anchor: the server answers such requests 400)."""
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
-from utils import PARALLEL_SCRIPT, read_results
+from utils import PARALLEL_SCRIPT, Background, read_results
 
 from vllm_videoanchor.testing import build_tiny_model
 
@@ -18,13 +17,12 @@ pytestmark = pytest.mark.slow
 SCRIPT = PARALLEL_SCRIPT
 
 
-def run(mode, *args):
-    """tests/support/parallel_script.py in `mode` (tensor, pipeline)."""
+def run(mode, *args) -> Background:
+    """tests/support/parallel_script.py in `mode` (tensor, pipeline), started now."""
     # one CPU worker per rank, each bound to its own core (these machines have one NUMA node)
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="0|1",
                VLLM_LOGGING_LEVEL="DEBUG")
-    return subprocess.run([sys.executable, str(SCRIPT), mode, *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return Background([sys.executable, SCRIPT, mode, *args], env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +32,23 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_rank(model):
-    return read_results(run("tensor", model, 1))
+def layouts(model):
+    """The module's three engines, side by side (their workers spend most of the time in
+    Python, not on the cores): one rank, two tensor-parallel ranks, two pipeline stages."""
+    started = {"one_rank": run("tensor", model, 1), "tensor": run("tensor", model, 2),
+               "pipeline": run("pipeline", model)}
+    yield started
+    for process in started.values():
+        process.stop()
 
 
-def test_tensor_parallel_ranks_compute_identical_gains(model, one_rank):
-    two = run("tensor", model, 2)
+@pytest.fixture(scope="module")
+def one_rank(layouts):
+    return read_results(layouts["one_rank"].completed())
+
+
+def test_tensor_parallel_ranks_compute_identical_gains(layouts, one_rank):
+    two = layouts["tensor"].completed()
     plain2, anchored2 = read_results(two)
     solves = re.findall(r"\((Worker_TP\d)[^)]*\).*anchor: item (\w+) gains (\w+)", two.stdout + two.stderr)
     assert sorted(rank for rank, _, _ in solves) == ["Worker_TP0", "Worker_TP1"]
@@ -51,8 +60,8 @@ def test_tensor_parallel_ranks_compute_identical_gains(model, one_rank):
     assert anchored2["prompt_logprobs"] != plain2["prompt_logprobs"]
 
 
-def test_pipeline_parallel_serves_plain_requests_and_names_why_it_does_not_anchor(model, one_rank):
-    out = run("pipeline", model)
+def test_pipeline_parallel_serves_plain_requests_and_names_why_it_does_not_anchor(layouts, one_rank):
+    out = layouts["pipeline"].completed()
     plain, anchored = read_results(out)
     plain1, _ = one_rank
     assert plain["tokens"] == plain1["tokens"]

