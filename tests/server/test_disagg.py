@@ -10,6 +10,7 @@ instance down, media requests get a 503 naming it while text requests are still 
 
 import os
 import sys
+import time
 
 import httpx
 import psutil
@@ -122,6 +123,19 @@ def test_the_decode_instance_never_solves(setup):
     assert metric(setup["decode"], "videoanchor_solver_failed_total") == failed_before + 1
 
 
+def wait_dead(process: psutil.Process, timeout: float = 60) -> None:
+    """Until `process` is gone or a zombie: the launcher, its parent, reaps it only when it
+    stops, and a zombie holds no port."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.2)
+
+
 def test_with_the_encoder_instance_down_media_requests_get_a_clear_error(setup):
     """Runs last in this module: it stops the encoder instance."""
     launcher = psutil.Process(setup["disagg"].process.pid)
@@ -129,7 +143,7 @@ def test_with_the_encoder_instance_down_media_requests_get_a_clear_error(setup):
     assert len(encoders) == 1
     for process in [encoders[0], *encoders[0].children(recursive=True)]:  # the instance dies
         process.kill()
-    psutil.wait_procs([encoders[0]], timeout=60)
+    wait_dead(encoders[0])
     body = {"model": setup["model"], "max_tokens": 2, "anchor": True, "messages": [{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": setup["later"]}}, {"type": "text", "text": "How many chairs?"}]}]}
     response = httpx.post(setup["router"] + "/v1/chat/completions", json=body, timeout=60)

@@ -261,6 +261,19 @@ class _PoolJob:
         return self.process.results()
 
 
+# Subprocesses a module starts when the session starts (conftest.py calls its
+# `start_in_background()` if any of its tests is selected), so that they run while the
+# modules before it do: {module name: what start_in_background returned}.
+STARTED_EARLY: dict = {}
+
+
+def started_early(module, start):
+    """What `module`'s start_in_background() returned at session start, or start() now (the
+    module's fixture calls this; a test run of that module alone starts them here)."""
+    started = STARTED_EARLY.pop(module.__name__, None)
+    return started if started is not None else start()
+
+
 def run_engine(model, *args, plugins=None, env=None, timeout=900):
     """tests/support/engine_script.py on `model` in its own process (VLLM_PLUGINS=`plugins` if given,
     `env` on top of this environment): its results."""
