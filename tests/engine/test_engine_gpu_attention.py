@@ -17,13 +17,11 @@ import os
 _PREVIOUS_INTERPRET = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from fresh_process import assert_passes_in_new_process  # noqa: E402
 
 triton = pytest.importorskip("triton")
 IN_PROCESS = type(triton.language.standard.cdiv).__name__ == "InterpretedFunction"
@@ -63,12 +61,7 @@ def _interpret_env(monkeypatch):
 def test_in_fresh_interpreter_process():
     if IN_PROCESS:
         pytest.skip("the tests of this file run in this process")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p",
-                           "no:cacheprovider"], cwd=Path(__file__).resolve().parents[2], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    assert_passes_in_new_process(__file__, dict(os.environ, TRITON_INTERPRET="1"))
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,12 @@ _PREVIOUS_INTERPRET = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"  # before triton or the kernel module is imported
 
 import importlib.util  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from fresh_process import assert_passes_in_new_process  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
@@ -68,14 +67,7 @@ def _interpret_env(monkeypatch):
 def test_in_fresh_interpreter_process():
     if IN_PROCESS:
         pytest.skip("the tests of this file run in this process")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    assert_passes_in_new_process(__file__, dict(os.environ, TRITON_INTERPRET="1"))
 
 
 # ---------------------------------------------------------------------------- builders

@@ -10,8 +10,6 @@ this process, these tests run in a fresh process (`test_in_fresh_compiled_proces
 
 import importlib.util
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import requires_cuda
+from fresh_process import assert_passes_in_new_process
 
 pytestmark = [pytest.mark.cuda, requires_cuda]
 
@@ -71,12 +70,7 @@ def test_in_fresh_compiled_process():
     if IN_PROCESS:
         pytest.skip("the tests of this file run in this process")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"],
-        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    assert_passes_in_new_process(__file__, env, timeout=1800)
 
 
 # ---------------------------------------------------------------------------- builders
