@@ -52,6 +52,29 @@ def test_dockerfiles_pass_hadolint(dockerfile):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _named_files_and_modules(text):
+    """The paths a Dockerfile COPYs and the project modules its commands import or run."""
+    paths = [path for line in re.findall(r"^COPY (.+)$", text, re.M) for path in line.split()[:-1]]
+    modules = re.findall(r"(?:python3? -m |import )((?:vllm_videoanchor|videoanchor)[\w.]*)", text)
+    return paths, modules
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_dockerfiles_copy_files_and_import_modules_that_exist(dockerfile):
+    import importlib.util
+
+    paths, modules = _named_files_and_modules((DOCKER / dockerfile).read_text())
+    assert paths and modules
+    assert [path for path in paths if not (ROOT / path).exists()] == []
+    assert [name for name in modules if importlib.util.find_spec(name) is None] == []
+
+
+def test_the_dockerfile_check_sees_a_removed_module():
+    paths, modules = _named_files_and_modules("COPY gone.py /x/\nRUN python -c 'import vllm_videoanchor.testing.cpu_compat as c'\n")
+    assert paths == ["gone.py"] and modules == ["vllm_videoanchor.testing.cpu_compat"]
+    assert not (ROOT / "gone.py").exists()
+
+
 def test_gpu_image_is_the_newest_supported_vllm_image_with_our_entrypoint(compose):
     from vllm_videoanchor.engine import compat
 

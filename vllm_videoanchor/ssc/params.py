@@ -136,7 +136,7 @@ class SolverMode:
 
 
 # reference: the reference code exactly (its distance estimate is reported, never used).
-# fast: tol and residual_share calibrated (benchmarks/ssc.py --modes, tests/test_ssc_stopping.py,
+# fast: tol and residual_share calibrated (benchmarks/ssc.py --modes, tests/ssc/test_ssc_stopping.py,
 # docs/benchmarks.md) to stop at least as close to the optimum C* as the reference does on the
 # families of vllm_videoanchor/testing/ssc_data.py, in at most half its steps where it needs
 # hundreds (11 calibration cases, 10 within; held-out shapes in docs/benchmarks.md).

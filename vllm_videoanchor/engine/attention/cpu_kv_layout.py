@@ -6,7 +6,7 @@ one (block, head) page of 2 * block_size * head_size elements, K first then V) i
 differently per ISA by `torch.ops._C.cpu_attn_reshape_and_cache`, which vLLM picks per
 model in `_get_attn_isa`. Reading a layout we have not checked would silently feed the
 recompute garbage, so only layouts verified element by element against vLLM's own writer
-are readable (tests/test_engine_cpu_kv_layout.py fills caches with that writer and reads
+are readable (tests/engine/test_engine_cpu_kv_layout.py fills caches with that writer and reads
 them back bit-exactly). Positions inside one page, for token t < block_size, dim d < head_size
 (page offset, in elements; V starts at P = block_size * head_size):
 

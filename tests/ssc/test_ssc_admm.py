@@ -1,6 +1,6 @@
 """The ADMM solver computes exactly docs/method.md: its reference mode compared with the
 dense reference step for step, and so is its fast mode (its stopping rule against the
-program's optimum: tests/test_ssc_stopping.py)."""
+program's optimum: tests/ssc/test_ssc_stopping.py)."""
 
 import itertools
 
@@ -123,7 +123,7 @@ def test_torch_input_gives_torch_attributes(random_tokens):
 def test_fast_mode_matches_dense_reference(union_tokens, affine, solver):
     """The fast mode is the test's own over-relaxed iteration (reference.FAST, from the
     formulas), step for step, in torch and through the CuPy code run with NumPy, up to the
-    step where its own rule stopped it (the rule: tests/test_ssc_stopping.py)."""
+    step where its own rule stopped it (the rule: tests/ssc/test_ssc_stopping.py)."""
     Y = union_tokens[0].T
     for result in (admm_ssc(torch.tensor(Y), affine=affine, solver=solver),
                    admm_ssc_xp(Y, xp=np, affine=affine, solver=solver)):

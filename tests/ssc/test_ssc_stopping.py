@@ -172,7 +172,7 @@ def test_tol_trades_steps_for_distance():
 
 
 def test_reference_mode_reports_an_estimate_and_stops_as_before():
-    """The reference stops on eps alone (tests/test_ssc_admm.py checks it step for step);
+    """The reference stops on eps alone (tests/ssc/test_ssc_admm.py checks it step for step);
     its estimate is reported beside it. tol given to it is tested too."""
     Y = torch.tensor(token_family("subspaces", *SHAPES["subspaces"]))
     reference = admm_ssc(Y, solver_mode="reference")
