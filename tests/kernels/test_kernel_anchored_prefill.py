@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fresh_process import assert_passes_in_new_process  # noqa: E402
+from fresh_process import triton_mode  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
@@ -52,22 +52,7 @@ if _PREVIOUS_INTERPRET is None:
 else:
     os.environ["TRITON_INTERPRET"] = _PREVIOUS_INTERPRET
 
-in_process = pytest.mark.skipif(
-    not IN_PROCESS,
-    reason="triton was imported without TRITON_INTERPRET in this process: "
-           "test_in_fresh_interpreter_process runs these",
-)
-
-
-@pytest.fixture(autouse=True)
-def _interpret_env(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-
-def test_in_fresh_interpreter_process():
-    if IN_PROCESS:
-        pytest.skip("the tests of this file run in this process")
-    assert_passes_in_new_process(__file__, dict(os.environ, TRITON_INTERPRET="1"))
+in_process, _interpret_env, test_in_fresh_interpreter_process = triton_mode(__file__, IN_PROCESS, interpret=True)
 
 
 # ---------------------------------------------------------------------------- builders

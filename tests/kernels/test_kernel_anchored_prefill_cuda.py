@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import requires_cuda
-from fresh_process import assert_passes_in_new_process
+from fresh_process import triton_mode
 
 pytestmark = [pytest.mark.cuda, requires_cuda]
 
@@ -54,23 +54,8 @@ def _compiled_kernel_module():
 
 kp = _compiled_kernel_module() if IN_PROCESS else None
 
-in_process = pytest.mark.skipif(
-    torch.cuda.is_available() and not IN_PROCESS,
-    reason="triton was imported under TRITON_INTERPRET in this process: "
-           "test_in_fresh_compiled_process runs these",
-)
-
-
-@pytest.fixture(autouse=True)
-def _compiled_env(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-
-
-def test_in_fresh_compiled_process():
-    if IN_PROCESS:
-        pytest.skip("the tests of this file run in this process")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    assert_passes_in_new_process(__file__, env, timeout=1800)
+in_process, _compiled_env, test_in_fresh_compiled_process = triton_mode(
+    __file__, IN_PROCESS, interpret=False, timeout=1800)
 
 
 # ---------------------------------------------------------------------------- builders
