@@ -70,7 +70,8 @@ def test_dockerfiles_copy_files_and_import_modules_that_exist(dockerfile):
 
 
 def test_the_dockerfile_check_sees_a_removed_module():
-    paths, modules = _named_files_and_modules("COPY gone.py /x/\nRUN python -c 'import vllm_videoanchor.testing.cpu_compat as c'\n")
+    text = "COPY gone.py /x/\nRUN python -c 'import vllm_videoanchor.testing.cpu_compat as c'\n"
+    paths, modules = _named_files_and_modules(text)
     assert paths == ["gone.py"] and modules == ["vllm_videoanchor.testing.cpu_compat"]
     assert not (ROOT / "gone.py").exists()
 
