@@ -7,7 +7,7 @@ import torch
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
 from vllm_videoanchor.ssc import SparseSubspaceClustering, admm_ssc
 from vllm_videoanchor.ssc.cupy_admm import admm_ssc_xp
-from vllm_videoanchor.ssc.memory import LIVE_NXN, check_fits, solve_bytes
+from vllm_videoanchor.ssc.memory import LIVE_DXN, LIVE_NXN, check_fits, solve_bytes
 
 # 300k tokens: 9 float32 matrices of 300k x 300k are ~2.6 TiB, far beyond this machine
 TOO_MANY = 300_000
@@ -18,6 +18,15 @@ def test_the_count_and_the_message():
     with pytest.raises(ValueError, match=r"16384 tokens needs about 9.0 GiB .* more than the 4.0 GiB free"):
         check_fits(16384, 4, torch.device("cpu"), available=4 * 2**30)
     check_fits(16384, 4, torch.device("cpu"), available=10 * 2**30)  # fits
+
+
+def test_features_count_where_tokens_have_more_of_them_than_there_are_tokens():
+    """With D = 4N the D x N arrays (Y, the split residual, its multiplier, ...) are 20
+    N x N matrices' worth: a size that fits on its N x N matrices alone is refused."""
+    assert solve_bytes(16384, 4, n_features=4 * 16384) == (LIVE_NXN + 4 * LIVE_DXN) * 2**30
+    check_fits(16384, 4, torch.device("cpu"), available=10 * 2**30, n_features=0)
+    with pytest.raises(ValueError, match=r"needs about 29.0 GiB \(9 matrices of 16384 x 16384 and 5 of 65536 x 16384"):
+        check_fits(16384, 4, torch.device("cpu"), available=10 * 2**30, n_features=4 * 16384)
 
 
 def test_an_impossible_solve_is_refused_before_any_allocation():

@@ -31,10 +31,10 @@ def pca(Y, rank):
 
 
 # The fast solver mode's settings as its docs state them (README, ssc/params.py): the same
-# program, an over-relaxed iteration checked every 10 steps, stopped by the estimated distance
-# or by the primal residual below tol / 64.
-FAST = dict(rho=150.0, eps=None, tol=4.6e-2, relaxation=1.8, e_relaxation=1.5, check_every=10,
-            residual_share=1.0 / 64)
+# program, the residual split off with penalty 0.2 lambda_z, over-relaxed, checked every 10
+# steps, stopped by the estimated distance or by the primal residual below tol / 10.
+FAST = dict(rho=100.0, eps=None, tol=1e-2, relaxation=1.7, residual_weight=0.2, check_every=10,
+            residual_share=0.1)
 
 
 def estimated_distance(changes, norm, ratios=2):
@@ -52,11 +52,15 @@ def estimated_distance(changes, norm, ratios=2):
 
 
 def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, affine=True,
-         relaxation=1.0, e_relaxation=1.0, check_every=1, tol=None, residual_share=None):
+         relaxation=1.0, residual_weight=None, check_every=1, tol=None, residual_share=None):
     """C (N x N, Y ~ Y C) and the number of iterations run. Defaults: the reference code.
 
     relaxation (alpha): A_hat = alpha A + (1 - alpha) C replaces A in the C- and D2-updates;
-    e_relaxation (omega): E = E + omega (tau(Y - Y A) - E); the stopping test runs every
+    residual_weight (w): None, E = tau(Y - Y A) after the A-step (the reference); a number,
+    the residual R = Y - Y A is a variable of its own with penalty w lambda_z and scaled
+    multiplier U, R the proximal map of the Huber loss min_E lambda_e ||E||_1 + lambda_z / 2
+    ||R - E||^2 (found here by minimising over E and R in closed form per entry); the
+    stopping test runs every
     `check_every` steps (and at max_iter): max_i sum_j |A_hat - C| < eps (eps None: not
     tested) and the estimated relative distance to the optimum (`estimated_distance`, updated
     every 10 steps) < tol (None: not tested), or, with a residual_share, the residual above
@@ -65,14 +69,16 @@ def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, a
     changes, C_window, distance = [], np.zeros((Y.shape[1], Y.shape[1])), np.inf
     d, n = Y.shape
     lambda_e, lambda_z = regularizers(Y, alpha_e, alpha_z)
+    weight = lambda_z if residual_weight is None else residual_weight * lambda_z
     ones = np.ones((n, 1))
     C = np.zeros((n, n))
-    E = np.zeros((d, n))
+    E = np.zeros((d, n))  # the reference's error term, or R - U of the split
+    R, U = np.zeros((d, n)), np.zeros((d, n))
     D1 = np.zeros((n, 1))
     D2 = np.zeros((n, n))
     for it in range(1, max_iter + 1):
-        lhs = lambda_z * Y.T @ Y + rho * np.eye(n)
-        rhs = lambda_z * Y.T @ (Y - E) + rho * C - D2
+        lhs = weight * Y.T @ Y + rho * np.eye(n)
+        rhs = weight * Y.T @ (Y - E) + rho * C - D2
         if affine:
             lhs = lhs + rho * ones @ ones.T
             rhs = rhs + rho * ones @ ones.T - ones @ D1.T
@@ -82,7 +88,17 @@ def admm(Y, rho=300.0, alpha_e=800.0, alpha_z=800.0, eps=1e-4, max_iter=10000, a
         A_hat = relaxation * A + (1 - relaxation) * C
         C = soft_threshold(A_hat + D2 / rho, 1.0 / rho)
         np.fill_diagonal(C, 0.0)
-        E = E + e_relaxation * (soft_threshold(Y - Y @ A, lambda_e / lambda_z) - E)
+        if residual_weight is None:
+            E = soft_threshold(Y - Y @ A, lambda_e / lambda_z)
+        else:
+            V = relaxation * (Y - Y @ A) + (1 - relaxation) * R  # Y - Y A_hat
+            P = V + U
+            # min over (R, E) of lambda_e |E| + lambda_z / 2 (R - E)^2 + weight / 2 (R - P)^2:
+            # E = tau(P, lambda_e (lambda_z + weight) / (lambda_z weight)), then R between P and E
+            E_part = soft_threshold(P, lambda_e * (lambda_z + weight) / (lambda_z * weight))
+            R = (weight * P + lambda_z * E_part) / (weight + lambda_z)
+            U = U + V - R
+            E = R - U
         D2 = D2 + rho * (A_hat - C)
         if it % 10 == 0:
             changes.append(np.linalg.norm(C - C_window))

@@ -29,6 +29,12 @@ class TorchOps:
         return v - v.clamp(-t, t)
 
     @staticmethod
+    def huber_prox(P, bound, share):
+        """P - share * clamp(P, -bound, bound), overwriting P: the proximal map of a Huber
+        loss (iteration.SplitResidual)."""
+        return P.sub_(P.clamp(-bound, bound), alpha=share)
+
+    @staticmethod
     def penalty(C, D2, rho):
         """rho C - D2."""
         return torch.sub(C, D2, alpha=1.0 / rho).mul_(rho)
@@ -164,6 +170,9 @@ class XpOps:
 
     def soft_threshold(self, v, t):
         return v - self.xp.clip(v, -t, t)
+
+    def huber_prox(self, P, bound, share):
+        return P - share * self.xp.clip(P, -bound, bound)
 
     @staticmethod
     def penalty(C, D2, rho):

@@ -4,9 +4,10 @@ Each backend brings the factored A-update (a `step` function from linear_system.
 few array primitives (array_ops.py: `TorchOps`, `XpOps`); the updates
 of C, E and the multipliers, over-relaxation and the stopping rule live here only, so the
 backends cannot drift apart. Both solver modes (ssc/params.py `SOLVER_MODE`) run this loop:
-"reference" with plain steps and a check every step, exactly the reference code;
-"fast" over-relaxed, checked every few steps, so that on a GPU the loop queues work without
-waiting for the device.
+"reference" with plain steps, the reference's error update and a check every step, exactly
+the reference code; "fast" with the residual split off (`SplitResidual`), over-relaxed,
+checked every few steps, so that on a GPU the loop queues work without waiting for the
+device.
 """
 
 from __future__ import annotations
@@ -65,15 +66,16 @@ def stops(mode: SolverMode, residual: float, distance: float, eps: float | None,
     where tol is set, distance < tol or (modes with a residual_share) residual < tol *
     residual_share.
 
-    Why the second alternative (issue 25, measured in docs/benchmarks.md): the reference stops
-    on an absolute residual, so where its iteration contracts slowly (pure noise, outliers) it
-    stops far from C*, and where it contracts fast, close to it. A relative distance tol
-    alone cannot follow that: it over-solves the slow families (the estimate's rate is near 1
-    while C drifts at constant speed) and it trusts an early, optimistic rate on
-    near-duplicate tokens. The fast mode's own residual at tol / 64 stops the slow families
-    about where the reference's eps does (in a third of its steps), and the estimate stops the
-    families whose relaxed residual stays large (more features than tokens). Both alternatives
-    scale with tol, so a tighter tol tightens both."""
+    Why two alternatives (issue 25, measured in docs/benchmarks.md): the reference stops on
+    an absolute residual, so its distance to C* at the stop varies 30-fold across token sets
+    (5.9e-3 to 0.34 on the benchmark's families). The estimate follows the iterates' own
+    contraction and stops where they settle fast (more features than tokens); where they
+    drift at constant speed its rate is near 1 and it would over-solve, and the fast mode's
+    own residual below tol * residual_share stops those about where the reference's eps does
+    (in a quarter to a half of its steps). Both scale with tol, so a tighter tol tightens
+    both. On the 24 measured cases (14 calibration, 10 held out) the estimate alone stops at
+    best 18 in the band (at tol 5.6e-2), the residual alone at best 19 (below 1.8e-3); the two
+    together, at the defaults, all 24, in 0.23 to 0.49 of the reference's steps."""
     if eps is not None and not residual < eps:
         return False
     if tol is None or distance < tol:
@@ -81,11 +83,65 @@ def stops(mode: SolverMode, residual: float, distance: float, eps: float | None,
     return mode.residual_share is not None and residual < tol * mode.residual_share
 
 
+class AlternatingError:
+    """The reference's error update: E = tau_{lambda_e / lambda_z}(Y - Y A), the minimiser
+    over E with A fixed, after each A-step. The A-step fits Y - E."""
+
+    def __init__(self, ops, Y, threshold: float):
+        self.ops, self.threshold = ops, threshold
+        self.E = ops.zeros(Y.shape, Y)
+
+    def target(self):
+        return self.E
+
+    def update(self, residual_y, relaxation: float) -> None:
+        """`residual_y` = Y - Y A of this step (the reference does not relax E)."""
+        self.E = self.ops.soft_threshold(residual_y, self.threshold)
+
+
+class SplitResidual:
+    """The fast mode's error update: the residual R = Y - Y A as a variable of its own.
+
+    The program min ||C||_1 + lambda_e ||E||_1 + lambda_z / 2 ||Y - Y C - E||^2 is, over E,
+    min ||C||_1 + h(Y - Y C) with h the Huber loss lambda_z huber_{lambda_e / lambda_z}. Split
+    as A = C and R = Y - Y A, it is a two-block ADMM: (A) then (C, R), with the penalty
+    w = weight * lambda_z on the second constraint and its scaled multiplier U. The A-step is
+    the reference's linear system with w in place of lambda_z and R - U in place of E; the
+    R-step is the proximal map of h, R = P - lambda_z / (lambda_z + w) clamp(P, -b, b) with
+    P = Y - Y A + U and b = (lambda_e / lambda_z) (lambda_z + w) / w; the relaxed Y A of
+    over-relaxation enters R and U as the relaxed A enters C and D2. The reference's update
+    (AlternatingError) is this with one exact minimisation over E in place of the split,
+    which is what makes it slow where Y A and E compete (docs/benchmarks.md).
+    """
+
+    def __init__(self, ops, Y, threshold: float, weight: float):
+        self.ops = ops
+        self.R = ops.zeros(Y.shape, Y)
+        self.U = ops.zeros(Y.shape, Y)
+        self.share = 1.0 / (1.0 + weight)  # lambda_z / (lambda_z + w)
+        self.bound = threshold * (1.0 + weight) / weight
+
+    def target(self):
+        return self.R - self.U
+
+    def update(self, residual_y, relaxation: float) -> None:
+        ops = self.ops
+        V = residual_y if relaxation == 1.0 else ops.relax(residual_y, self.R, relaxation)  # Y - Y A_hat
+        P = V + self.U
+        self.R = ops.huber_prox(P, self.bound, self.share)
+        ops.add_scaled_(self.U, ops.sub_(V, self.R), 1.0)
+
+
+def coupling_weight(mode: SolverMode, lambda_z: float) -> float:
+    """The weight of Y^T Y in the A-step's system: lambda_z, or the split's penalty."""
+    return lambda_z if mode.residual_weight is None else mode.residual_weight * lambda_z
+
+
 def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, tol: float | None,
             e_threshold: float, max_iter: int, affine: bool) -> Iterate:
     """Run the ADMM from C = E = 0 and zero multipliers until the stopping rule holds or
-    max_iter steps. `step(W, E, e_nonzero, v)` (the factored A-update) returns A and Y - Y A for
-    R = lambda_z Y^T (Y - E) + W [+ 1 v^T].
+    max_iter steps. `step(W, E, e_nonzero, v)` (the factored A-update, weighted by
+    `coupling_weight`) returns A and Y - Y A for R = weight Y^T (Y - E) + W [+ 1 v^T].
 
     The rule, tested every mode.check_every steps: the primal residual below `eps` and the
     estimated relative distance to the optimum (`DistanceEstimate`, updated every
@@ -99,7 +155,8 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
     n = Y.shape[1]
     C = ops.zeros((n, n), Y)
     D2 = ops.zeros((n, n), Y)
-    E = ops.zeros(Y.shape, Y)
+    error = (AlternatingError(ops, Y, e_threshold) if mode.residual_weight is None
+             else SplitResidual(ops, Y, e_threshold, mode.residual_weight))
     D1 = ops.zeros((n,), Y) if affine else None
     previous = ops.zeros((n, n), Y)  # C at the last window's end
     estimate = DistanceEstimate(mode.ratios)
@@ -112,7 +169,7 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
         check = n_iter % mode.check_every == 0 or n_iter == max_iter
         window_end = n_iter % mode.window == 0
         W = ops.penalty(C, D2, rho)
-        A, residual_y = step(W, E, e_nonzero, (rho - D1) if affine else None)
+        A, residual_y = step(W, error.target(), e_nonzero, (rho - D1) if affine else None)
         del W
         if affine:
             ops.add_scaled_(D1, A.sum(0) - 1.0, rho)
@@ -120,9 +177,8 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
             A = ops.relax(A, C, mode.relaxation)
         C = ops.soft_threshold(ops.shifted(A, D2, rho), 1.0 / rho)
         ops.zero_diagonal(C)
-        E_new = ops.soft_threshold(residual_y, e_threshold)
+        error.update(residual_y, mode.relaxation)
         del residual_y
-        E = E_new if mode.e_relaxation == 1.0 else ops.relax(E_new, E, mode.e_relaxation)
         diff = ops.sub_(A, C)
         ops.add_scaled_(D2, diff, rho)
         if not (check or window_end):
@@ -130,7 +186,7 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
         # everything this point needs from the device, in one transfer
         scalars = [ops.row_l1_max(diff)]
         if mode.check_every == 1:  # the reference: read the E flag with the residual, every step
-            scalars.append(ops.flag(E))
+            scalars.append(ops.flag(error.target()))
         if window_end:
             scalars += [ops.change_and_keep(previous, C), ops.norm(C)]
         values = ops.host(*scalars)

@@ -1,6 +1,8 @@
 """The A-update of the ADMM, factored once per solve, for torch and NumPy / CuPy arrays alike.
 
-Every step solves (lambda_z G + rho I [+ rho 1 1^T]) A = R for the N x N unknown A. The
+Every step solves (w G + rho I [+ rho 1 1^T]) A = R for the N x N unknown A, where the
+weight w is lambda_z (the reference's iteration) or the fast mode's residual penalty
+(iteration.coupling_weight); below, lambda_z stands for w. The
 reference solves that system from scratch at every step. Its left-hand matrix never
 changes, so here it is factored once: an explicit inverse when Y has full column rank
 (`DenseSystem`, D >= N), and Woodbury with the affine term folded in as one more row of Y
@@ -99,7 +101,8 @@ def lowrank_is_cheaper(d: int, n: int) -> bool:
 
 
 def factor(ops, Y, gram, lambda_z: float, rho: float, affine: bool, solver: str):
-    """The factored A-update of `solver` ("dense" or "lowrank", resolved): step(W, E, e_nonzero, v)."""
+    """The factored A-update of `solver` ("dense" or "lowrank", resolved): step(W, E, e_nonzero, v).
+    `lambda_z`: the weight of G = Y^T Y in the system (iteration.coupling_weight)."""
     if solver == "dense":
         return DenseSystem(ops, Y, gram, lambda_z, rho, affine).step
     return LowRankSystem(ops, Y, lambda_z, rho, affine).step
