@@ -21,7 +21,7 @@ subspaces, near-duplicate tokens, pure noise, outliers, unequal subspace dimensi
 of each mode and its distance ||C - C*||_F / ||C*||_F to the optimum C*, the same program
 solved to a 1e-7 residual and a 1e-8 estimated distance (by the fast iteration: the
 reference one needs 10^4+ steps), the ratios default / reference, and the default mode's own
-estimate of its distance (it stops on that below tol, or on its residual below tol / 64:
+estimate of its distance (it stops on that below tol, or on its residual below tol / 10:
 ssc/iteration.py `stops`).
 """
 
@@ -197,7 +197,7 @@ def main():
                         help="print the modes table (steps and distance to C* per data family) instead")
     parser.add_argument("--mode-shapes", nargs="+", default=["256x128", "512x256", "225x768", "256x1024", "512x2048"],
                         help="NxD token sets of the modes table (225x768: issue 25's case; the last three have "
-                        "more features than tokens, where the default mode misses: docs/benchmarks.md)")
+                        "more features than tokens: docs/benchmarks.md)")
     parser.add_argument("--baseline-budget", type=float, default=60.0,
                         help="run the baseline to convergence when it should take at most this "
                         "many seconds; else time --baseline-iters steps and scale")

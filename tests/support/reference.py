@@ -32,12 +32,12 @@ def pca(Y, rank):
 
 # The fast solver mode's settings as its docs state them (README, ssc/params.py): the same
 # program, the residual split off with penalty 0.2 lambda_z, over-relaxed, checked every 10
-# steps, stopped by the estimated distance or by the primal residual below tol / 10.
-FAST = dict(rho=100.0, eps=None, tol=1e-2, relaxation=1.7, residual_weight=0.2, check_every=10,
-            residual_share=0.1)
+# steps, stopped by the estimated distance or by the primal residual below tol / 20.
+FAST = dict(rho=100.0, eps=None, tol=2e-2, relaxation=1.7, residual_weight=0.2, check_every=10,
+            residual_share=0.05)
 
 
-def estimated_distance(changes, norm, ratios=2):
+def estimated_distance(changes, norm, ratios=3):
     """q / (1 - q) d_j / ||C||, d_j = ||C_j - C_{j-1}||_F over 10-step windows, q the largest
     of the last `ratios` ratios d_i / d_{i-1} (inf while unknown or q >= 1, 0 when C is still)."""
     recent = changes[-ratios - 1:]

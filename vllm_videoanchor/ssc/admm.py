@@ -164,7 +164,8 @@ def admm_ssc(
     """Solve the SSC program of docs/method.md for Y (D x N), a torch tensor.
 
     `solver_mode`: "reference" runs exactly the reference code's iteration; "fast" the
-    over-relaxed one, checked every 10 steps (ssc/params.py SOLVER_MODE).
+    one with the residual split off, over-relaxed, checked every 10 steps (ssc/params.py
+    SOLVER_MODE; docs/method.md has both steps).
     `eps` bounds the primal residual, `tol` the estimated relative distance to the optimum
     (reported as result.distance); the solve stops when every tolerance that is set holds.
     `rho` / `eps` / `tol` None: the mode's values (the reference stops on eps, the fast mode
