@@ -120,13 +120,16 @@ WIDE = {
     ("subspaces", 96, 256, 2): None,
     ("subspaces", 128, 384, 3): None,
     ("near_duplicates", 64, 192, 0): None,
+    # benchmarks/ssc.py --modes' case: with the last two window ratios (before) the estimate
+    # trusted an early rate and stopped at step 30, 1.09x the reference's distance
+    ("near_duplicates", 225, 768, 0): None,
 }
 
 
 @functools.cache
 def wide_data(case):
     Y = token_family(case[0], case[1], case[2], seed=case[3])
-    return Y, optimum(Y)
+    return Y, optimum(Y, tol=OPTIMUM_TOL.get(case[0], 1e-8))
 
 
 @pytest.mark.slow
