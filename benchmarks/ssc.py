@@ -22,7 +22,7 @@ subspaces, near-duplicate tokens, pure noise, outliers, unequal subspace dimensi
 of each mode and its distance ||C - C*||_F / ||C*||_F to the optimum C*, the same program
 solved to a 1e-7 residual and a 1e-8 estimated distance (by the fast iteration: the
 reference one needs 10^4+ steps), the ratios default / reference, and the default mode's own
-estimate of its distance (it stops on that below tol, or on its residual below tol / 10:
+estimate of its distance (it stops on that below tol, or on its residual below tol / 20:
 ssc/iteration.py `stops`).
 """
 

@@ -134,13 +134,14 @@ def solve(ops, Y, *, rho: float | None, alpha_e: float, alpha_z: float, eps: flo
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
     rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
+    mode = SOLVER_MODE[solver_mode]
     check_fits(n, Y.dtype.itemsize, ops.device(Y), n_features=d)
     gram = Y.T @ Y
     lambda_e, lambda_z = regularizers(alpha_e, alpha_z, *data_scaled_regularizers(ops, Y, gram),
                                       lambda_e, lambda_z, dtype=Y.dtype)
-    step = factor(ops, Y, gram, coupling_weight(SOLVER_MODE[solver_mode], lambda_z), rho, affine, solver)
+    step = factor(ops, Y, gram, coupling_weight(mode, lambda_z), rho, affine, solver)
     del gram
-    out = iterate(ops, Y, step, SOLVER_MODE[solver_mode], rho=rho, eps=eps, tol=tol,
+    out = iterate(ops, Y, step, mode, rho=rho, eps=eps, tol=tol,
                   e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine)
     return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode,
                                        out.distance))
