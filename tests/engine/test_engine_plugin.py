@@ -13,7 +13,6 @@ from sklearn.metrics import adjusted_rand_score
 from utils import EnginePool
 
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains, params_for_model
-from vllm_videoanchor.ssc import cupy_available
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
 
@@ -22,21 +21,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 # The engines each architecture's tests read, started one after the other in one process
-# (engine_script.py --runs): the plugin's default engine, chunked prefill with and without
-# the prefix cache; on FULL_RUNS the Triton kernel, compiled mode and bfloat16; on
-# qwen2_5_vl the V1 runner and a solver backend that must stop an engine at start-up
-# (last: a failed start-up leaves nothing the others need). Beside it, in processes of
-# their own: stock vLLM (no plugin loaded at all) and, on qwen2_5_vl, an engine that must
-# not start because Triton compiles here (TRITON_INTERPRET=0 from the process's start).
+# (engine_script.py --runs): the plugin's default engine (CPU_ATTN), chunked prefill with and
+# without the prefix cache; on FULL_RUNS compiled mode and bfloat16; on qwen2_5_vl the V1
+# runner and a solver backend that must stop an engine at start-up (last: a failed start-up
+# leaves nothing the others need). Beside it, in processes of their own: stock vLLM (no
+# plugin loaded at all); on TRITON_RUNS, the engine GPUs run, TRITON_ATTN with our override
+# (the test environment's VIDEOANCHOR_TEST_ATTENTION_BACKEND, tests/cpu_test_env), whole
+# and chunked, and stock vLLM on TRITON_ATTN; on qwen2_5_vl, a sliding-window twin of the
+# tiny model on TRITON_ATTN, with and without the plugin.
 FULL_RUNS = ("qwen2_5_vl", "qwen3_vl")
-TRITON_KERNEL = {"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "1"}
+TRITON_RUNS = ("qwen2_5_vl", "internvl")  # two layouts of the visual tokens and the prompt
+TRITON_ATTN = {"VIDEOANCHOR_TEST_ATTENTION_BACKEND": "TRITON_ATTN", "TRITON_INTERPRET": "1"}
+SLIDING_WINDOW = 16  # tokens: the tiny video alone has 64
 
 
 def engine_runs(arch: str) -> dict:
     runs = {"plugin": {}, "chunked": {"chunk": 32}, "chunked_without_prefix_caching": {"chunk": 32,
                                                                                      "prefix_caching": False}}
-    if arch in FULL_RUNS:
-        runs |= {"triton_kernel": {"env": TRITON_KERNEL}, "triton_kernel_chunked": {"chunk": 32, "env": TRITON_KERNEL}}
     if arch == "qwen2_5_vl":
         runs["v1"] = {"env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}}
     if arch in FULL_RUNS:
@@ -46,14 +47,34 @@ def engine_runs(arch: str) -> dict:
     return runs
 
 
-def submit_engines(pool: EnginePool, model, arch: str) -> dict:
-    """This architecture's engine processes: {"runs", "stock"[, "triton_without_interpreter"]}."""
-    jobs = {"runs": pool.submit(model, "--runs", json.dumps(engine_runs(arch)), env={"TRITON_INTERPRET": "1"},
-                                timeout=1800),
+def sliding_window_twin(model, directory):
+    """The tiny model with sliding-window attention in every decoder layer (Qwen2's config)."""
+    import shutil
+
+    twin = shutil.copytree(model, directory / "sliding_window")
+    config = json.loads((twin / "config.json").read_text())
+    text = config["text_config"]
+    text.update(use_sliding_window=True, sliding_window=SLIDING_WINDOW, max_window_layers=0,
+                layer_types=["sliding_attention"] * text["num_hidden_layers"])
+    (twin / "config.json").write_text(json.dumps(config))
+    return twin
+
+
+def submit_engines(pool: EnginePool, model, arch: str, directory) -> dict:
+    """This architecture's engine processes: {"runs", "stock"[, "triton", "triton_stock",
+    "sliding_window", "sliding_window_stock"]}."""
+    jobs = {"runs": pool.submit(model, "--runs", json.dumps(engine_runs(arch)), timeout=1800),
             "stock": pool.submit(model, "--plain-only", plugins="")}
+    if arch in TRITON_RUNS:
+        triton_runs = {"triton_attn": {}, "triton_attn_chunked": {"chunk": 32}}
+        jobs["triton"] = pool.submit(model, "--runs", json.dumps(triton_runs), env=TRITON_ATTN, timeout=1800)
+        jobs["triton_stock"] = pool.submit(model, "--plain-only", plugins="", env=TRITON_ATTN)
     if arch == "qwen2_5_vl":
-        jobs["triton_without_interpreter"] = pool.submit(
-            model, "--plain-only", env={"VIDEOANCHOR_ATTENTION_KERNEL": "triton", "TRITON_INTERPRET": "0"})
+        twin = sliding_window_twin(model, directory)
+        sliding_runs = {"plugin": {"anchors": ["anchored"]},
+                        "anchor_default": {"anchors": ["anchored"], "env": {"VIDEOANCHOR_ANCHOR_DEFAULT": "1"}}}
+        jobs["sliding_window"] = pool.submit(twin, "--runs", json.dumps(sliding_runs), env=TRITON_ATTN)
+        jobs["sliding_window_stock"] = pool.submit(twin, "--plain-only", plugins="", env=TRITON_ATTN)
     return jobs
 
 
@@ -69,7 +90,7 @@ def architectures(request, tmp_path_factory):
     built = {}
     for arch in (a for a in ARCHS if a in selected):
         model = build_tiny_model(tmp_path_factory.mktemp(arch), arch)
-        built[arch] = (model, submit_engines(pool, model, arch))
+        built[arch] = (model, submit_engines(pool, model, arch, tmp_path_factory.mktemp(f"{arch}_twins")))
     yield built
     pool.stop()
 
@@ -373,58 +394,119 @@ def test_bfloat16_model(model, runs):
     assert answer(bf16["anchored_again"]) == answer(bf16["anchored"])
 
 
-# The Triton kernel GPUs run, inside this CPU engine (Triton interpreter), on the two
-# embedding layouts: its answers equal the torch path's, and so the dense reference's.
-KERNEL_CASES = ("video", "anchored", "anchored_again", "keys_only", "one_cluster", "uniform", "anchored_image",
-                "joint_images")
+# The path GPUs serve on: vLLM's TRITON_ATTN with our override (its kernel and ours in
+# Triton's interpreter), on two layouts. Its answers equal CPU_ATTN's (the other
+# implementation of the anchored path), and so the dense reference's; plain requests equal
+# stock vLLM on TRITON_ATTN, bit for bit.
+KERNEL_CASES = ("video", "anchored", "anchored_again", "keys_only", "one_cluster", "defaults", "uniform",
+                "anchored_image", "joint_images", "after_errors")
 
 
-def test_the_triton_kernel_on_cpu_needs_the_interpreter(model, engines):
-    """A setting that cannot work stops the engine at start-up, not in a step (the check is
-    the same for every architecture: one engine start)."""
-    if model_type(model) != "qwen2_5_vl":
-        pytest.skip("checked on qwen2_5_vl")
+def triton_runs(model, engines):
+    if model_type(model) not in TRITON_RUNS:
+        pytest.skip(f"TRITON_ATTN engines run on {TRITON_RUNS}")
     pytest.importorskip("triton")
-    with pytest.raises(AssertionError, match="needs TRITON_INTERPRET=1"):
-        engines["triton_without_interpreter"].results()
-
-
-def test_a_solver_backend_that_cannot_run_stops_the_engine_at_start_up(model, runs):
-    if model_type(model) != "qwen2_5_vl":
-        pytest.skip("checked on qwen2_5_vl")
-    if cupy_available():
-        pytest.skip("CuPy runs here")
-    with pytest.raises(AssertionError, match="solver backend 'cupy' needs CuPy"):
-        result(runs, "cupy_solver")
+    return engines["triton"].results()
 
 
 @pytest.fixture(scope="module")
-def triton_kernel(model, runs):
-    if model_type(model) not in FULL_RUNS:
-        pytest.skip(f"the Triton kernel in the engine is checked on {FULL_RUNS}")
-    pytest.importorskip("triton")
-    return result(runs, "triton_kernel")
+def triton_attn(model, engines):
+    return result(triton_runs(model, engines), "triton_attn")
 
 
-def test_triton_kernel_in_the_engine_gives_the_torch_paths_answers(plugin, triton_kernel):
-    assert triton_kernel["kernel_launches"] > 0 and plugin["kernel_launches"] == 0  # it ran, and only here
+@pytest.fixture(scope="module")
+def triton_stock(model, engines):
+    triton_runs(model, engines)
+    return engines["triton_stock"].results()
+
+
+def test_triton_attn_engine_builds_our_override_in_every_decoder_layer(plugin, stock, triton_attn, triton_stock):
+    assert triton_attn["engine"]["attention"] == ["AnchoredTritonAttentionImpl"]
+    assert triton_attn["engine"]["backend"] == ["TRITON_ATTN"]
+    assert triton_attn["engine"]["anchor_unavailable"] is None
+    assert triton_stock["engine"]["attention"] == ["TritonAttentionImpl"]
+    assert plugin["engine"]["attention"] == ["AnchoredCPUAttentionImpl"]  # the environment's default
+    assert stock["engine"]["attention"] == ["CPUAttentionBackendImpl"]
+    assert triton_attn["runner"] == triton_stock["runner"] == "v2"
+
+
+@pytest.mark.parametrize("kind", ["video", "image", "text", "images"])
+def test_plain_requests_on_triton_attn_equal_stock_triton_attn(triton_attn, triton_stock, kind):
+    assert triton_attn[kind] == triton_stock[kind]  # tokens, logprobs and prompt logprobs, bit for bit
+
+
+def test_our_kernel_runs_on_anchored_steps_only(plugin, triton_attn):
+    """No launch while only plain requests have run (a flag check per layer), launches once
+    anchored requests have; CPU_ATTN never launches it."""
+    assert triton_attn["kernel_launches_plain"] == 0
+    assert triton_attn["kernel_launches"] > 0
+    assert plugin["kernel_launches"] == 0
+
+
+def test_triton_attn_gives_cpu_attn_answers(plugin, triton_attn):
     for name in KERNEL_CASES:
-        assert max_logprob_diff(triton_kernel[name], plugin[name]) < 1e-5, name
-        assert triton_kernel[name]["tokens"] == plugin[name]["tokens"], name
-    for kernel, torch_path in zip(triton_kernel["batch"], plugin["batch"]):  # mixed plain/anchored batch
-        assert max_logprob_diff(kernel, torch_path) < 1e-5
+        assert triton_attn[name]["tokens"] == plugin[name]["tokens"], name
+        assert max_logprob_diff(triton_attn[name], plugin[name]) < 1e-5, name
+    for triton_result, cpu_result in zip(triton_attn["batch"], plugin["batch"], strict=True):  # mixed batch
+        assert triton_result["tokens"] == cpu_result["tokens"]
+        assert max_logprob_diff(triton_result, cpu_result) < 1e-5
+    assert answer(triton_attn["anchored_again"]) == answer(triton_attn["anchored"])  # a prefix-cache hit
+    assert triton_attn["anchored_again"]["solves"] == []
 
 
-def test_triton_kernel_in_the_engine_equals_dense_reference(triton_kernel, dense, video_inputs):
-    (solve,) = triton_kernel["anchored"]["solves"]
+@pytest.mark.parametrize("case", ["anchored", "keys_only", "uniform"])
+def test_triton_attn_anchored_prefill_equals_dense_reference(triton_attn, dense, video_inputs, case):
+    (solve,) = triton_attn[case]["solves"]
     expected = dense.prompt_logprobs(video_inputs, dense.per_position(video_inputs, solve["gain_k"]),
                                      dense.per_position(video_inputs, solve["gain_v"]))
-    np.testing.assert_allclose(actual_prompt_logprobs(triton_kernel["anchored"]), expected, atol=5e-5)
+    got = actual_prompt_logprobs(triton_attn[case])
+    np.testing.assert_allclose(got, expected, atol=5e-5)
+    assert np.abs(got - actual_prompt_logprobs(triton_attn["video"])).max() > 1e-2
 
 
-def test_triton_kernel_with_chunked_prefill_and_prefix_cache(model, runs, plugin, triton_kernel):
-    chunked = result(runs, "triton_kernel_chunked")
+def test_triton_attn_joint_images_equal_dense_reference(triton_attn, dense, images_inputs):
+    (solve,) = triton_attn["joint_images"]["solves"]
+    expected = dense.prompt_logprobs(images_inputs, dense.per_position(images_inputs, solve["gain_k"]),
+                                     dense.per_position(images_inputs, solve["gain_v"]))
+    np.testing.assert_allclose(actual_prompt_logprobs(triton_attn["joint_images"]), expected, atol=5e-5)
+
+
+def test_triton_attn_chunked_prefill_and_prefix_cache(model, engines, plugin):
+    chunked = result(triton_runs(model, engines), "triton_attn_chunked")
     assert chunked["kernel_launches"] > 0
     assert len(chunked["joint_images"]["solves"]) == 1
-    for name in ("anchored", "anchored_again", "joint_images", "images"):
+    for name in ("video", "anchored", "anchored_again", "keys_only", "joint_images", "images"):
+        assert chunked[name]["tokens"] == plugin[name]["tokens"], name
         assert max_logprob_diff(chunked[name], plugin[name]) < 1e-5, name
+
+
+def test_the_verdict_judges_the_backend_the_layers_have(plugin, triton_attn):
+    """TRITON_ATTN layers are judged as a CUDA backend, even on the CPU platform (which itself
+    always runs cudagraph_mode NONE): FULL CUDA graph replays would skip the anchored path, so
+    they are refused by name; PIECEWISE and eager are accepted. CPU_ATTN has no CUDA graphs."""
+    verdicts = triton_attn["engine"]["verdict_by_graph_mode"]
+    assert verdicts["NONE"] is None and verdicts["PIECEWISE"] is None
+    for mode in ("FULL", "FULL_AND_PIECEWISE"):
+        assert "FULL CUDA graphs" in verdicts[mode] and "PIECEWISE" in verdicts[mode], mode
+    assert set(plugin["engine"]["verdict_by_graph_mode"].values()) == {None}
+
+
+def test_sliding_window_serves_plain_as_stock_and_refuses_anchoring_by_name(model, engines):
+    """The anchored recompute attends to the whole context: a model with sliding-window
+    attention keeps the plugin's backend and serves plain requests exactly as stock vLLM
+    does; anchoring is refused at start-up, naming the feature (an anchored item is served
+    plain and never solved; with anchoring on by default the engine does not start)."""
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("checked on qwen2_5_vl")
+    runs, stock_sliding = engines["sliding_window"].results(), engines["sliding_window_stock"].results()
+    sliding = result(runs, "plugin")
+    assert sliding["engine"]["attention"] == ["AnchoredTritonAttentionImpl"]
+    for kind in ("video", "image", "text", "images"):
+        assert sliding[kind] == stock_sliding[kind], kind
+    reason = sliding["engine"]["anchor_unavailable"]
+    assert reason.startswith(f"anchored attention does not support sliding-window attention (sliding_window=("
+                             f"{SLIDING_WINDOW - 1}, 0)) (TRITON_ATTN, layer ")
+    assert sliding["anchored"]["solves"] == []
+    assert answer(sliding["anchored"]) == answer(sliding["video"])
+    refused = "--anchor-default on, but anchored attention does not support sliding-window attention"
+    assert refused in runs["anchor_default"]["error"]

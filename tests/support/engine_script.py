@@ -1,16 +1,19 @@
 """Runs the tiny model in vLLM's CPU engine (in its own process) and prints JSON results.
 
     python tests/support/engine_script.py MODEL_DIR [--chunk N] [--compiled] [--plain-only] [--dtype D]
-                                                    [--no-prefix-caching]
+                                                    [--no-prefix-caching] [--anchors NAME,...]
     python tests/support/engine_script.py MODEL_DIR --runs '{"NAME": {RUN}, ...}'
 
 Used by the engine tests: the process runs with or without the plugin (VLLM_PLUGINS) and
 reports tokens and logprobs for a video, an image and a text prompt, and what happens to
-requests that carry the `anchor` option.
+requests that carry the `anchor` option (all of ANCHORS, a mixed batch, anchored images and
+bad options; with --anchors, only the named ANCHORS), and what the engine built (`engine`:
+its decoder layers' attention impl and backend, its anchoring verdict, and the verdict its
+layers would get under each CUDA graph mode).
 
 With --runs, one process starts one engine per run, one after the other (a process start
 and vLLM's import cost more than an engine), and prints {NAME: results}. A RUN takes the
-flags' keys (chunk, compiled, plain_only, dtype, prefix_caching) and `env`: variables set
+flags' keys (chunk, compiled, plain_only, dtype, prefix_caching, anchors) and `env`: variables set
 for that engine only (e.g. the attention kernel, vLLM's model runner); a run that fails
 reports {"error": ...} and the next one still runs.
 """
@@ -77,14 +80,12 @@ def run_environment(env: dict):
     from vllm import envs
 
     from vllm_videoanchor import settings
-    from vllm_videoanchor.engine.attention import cpu
 
     saved = {name: os.environ.get(name) for name in env}
 
     def forget():
         envs.disable_envs_cache()
         settings.process_settings.cache_clear()
-        cpu.prefill_kernel.cache_clear()
 
     os.environ.update(env)
     forget()
@@ -127,7 +128,37 @@ def recorders(plain_only: bool) -> tuple[list, list]:
     return _RECORDERS.get("solves", []), _RECORDERS["launches"]
 
 
-def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True) -> dict:
+def engine_facts(llm) -> dict:
+    """What the engine built: its decoder layers' impl and backend classes, the anchoring
+    verdict it reached at start-up, and the verdict the same layers get under each CUDA graph
+    mode (the CPU platform itself always runs NONE)."""
+    import copy
+
+    from vllm.config import CompilationConfig
+
+    from vllm_videoanchor.engine import compat
+    from vllm_videoanchor.engine.availability import engine_verdict
+
+    vllm_config = llm.llm_engine.vllm_config  # in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+
+    def facts(model):
+        if not hasattr(model, "_anchor_unavailable"):  # stock vLLM's model
+            return {"attention": sorted({type(impl).__name__ for _, impl, _ in compat.decoder_attention_layers(model)})}
+        by_mode = {}
+        for mode in ("NONE", "PIECEWISE", "FULL", "FULL_AND_PIECEWISE"):
+            config = copy.copy(vllm_config)
+            object.__setattr__(config, "compilation_config", CompilationConfig(cudagraph_mode=mode))
+            by_mode[mode] = engine_verdict(config, model)
+        layers = compat.decoder_attention_layers(model)
+        return {"attention": sorted({type(impl).__name__ for _, impl, _ in layers}),
+                "backend": sorted({backend.get_name() for _, _, backend in layers}),
+                "anchor_unavailable": model._anchor_unavailable, "verdict_by_graph_mode": by_mode}
+
+    return llm.apply_model(facts)[0]
+
+
+def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", prefix_caching=True,
+         anchors=None) -> dict:
     from vllm import LLM
 
     solves, launches = recorders(plain_only)
@@ -138,13 +169,14 @@ def main(model, chunk=2048, compiled=False, plain_only=False, dtype="float32", p
               limit_mm_per_prompt={"video": 1, "image": JOINT_IMAGES}, max_num_batched_tokens=chunk,
               enable_chunked_prefill=True, enable_prefix_caching=prefix_caching)
     try:
-        return requests(llm, model, solves, plain_only) | {"kernel_launches": launches[0] - launched}
+        results = requests(llm, model, solves, plain_only, anchors, launches)
+        return results | {"kernel_launches": launches[0] - launched, "engine": engine_facts(llm)}
     finally:
         del llm
         gc.collect()
 
 
-def requests(llm, model, solves: list, plain_only: bool) -> dict:
+def requests(llm, model, solves: list, plain_only: bool, anchors, launches: list) -> dict:
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=3, prompt_logprobs=2)
@@ -156,15 +188,21 @@ def requests(llm, model, solves: list, plain_only: bool) -> dict:
         "images": {"prompt": PROMPT.format(media=image * JOINT_IMAGES),
                    "multi_modal_data": {"image": [image_item(seed) for seed in range(1, JOINT_IMAGES + 1)]}},
     }
+    before_plain = launches[0]
     results = {name: summary(out) for name, out in zip(prompts, llm.generate(list(prompts.values()), params))}
+    results["kernel_launches_plain"] = launches[0] - before_plain  # before any anchored request ran
     results["runner"] = "v2" if llm.llm_engine.vllm_config.use_v2_model_runner else "v1"
     if plain_only:
         return results
     for name, option in ANCHORS.items():
+        if anchors is not None and name not in anchors:
+            continue
         prompt = dict(prompts["video"], mm_processor_kwargs={"anchor": option})
         before = len(solves)
         results[name] = summary(llm.generate(prompt, params)[0])
         results[name]["solves"] = solves[before:]
+    if anchors is not None:
+        return results
     # one batch mixing plain and anchored requests on the same and another video
     other = dict(prompts["video"], multi_modal_data={"video": video_item(seed=5)})
     batch = [dict(prompts["video"], mm_processor_kwargs={"anchor": ANCHORS["anchored"]}),
@@ -209,6 +247,7 @@ if __name__ == "__main__":
     parser.add_argument("--plain-only", action="store_true")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--anchors", type=lambda names: names.split(","), help="only these ANCHORS")
     parser.add_argument("--runs", type=json.loads, help="several engines, one after the other: {name: run}")
     args = parser.parse_args()
     if args.runs is not None:
@@ -216,5 +255,5 @@ if __name__ == "__main__":
     else:
         with native_bfloat16_pos_embed(args.dtype):
             results = main(args.model, args.chunk, args.compiled, args.plain_only, args.dtype,
-                           not args.no_prefix_caching)
+                           not args.no_prefix_caching, args.anchors)
         print("RESULTS " + json.dumps(results))

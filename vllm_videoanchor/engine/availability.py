@@ -2,8 +2,9 @@
 
 `engine_verdict` runs once, in the model's `__init__`, from what the engine really built
 (an attention override that failed to import makes vLLM fall back to another backend
-without a word). It raises for settings of this process that can never work (a solver
-backend that cannot run here, the CPU Triton kernel without its interpreter), and returns
+without a word): each decoder layer's backend class says what anchoring on it supports
+(attention/forward.py `AnchoredBackendMixin`). It raises for settings of this process that
+can never work (a solver backend that cannot run here), and returns
 why this engine cannot anchor, naming the setting and what to do (None: it can). The model
 then refuses to start with that reason when the server anchors by default, else records it
 in the solve log: the server answers anchored requests 400 with it, and an anchored item
@@ -22,7 +23,7 @@ from ..settings import process_settings
 from ..ssc.cupy_admm import check_solver_backend
 from . import compat
 from .attention import cpu_kv_layout
-from .attention.forward import AnchoredForwardMixin
+from .attention.forward import AnchoredBackendMixin, AnchoredForwardMixin
 from .option import ANCHOR_KEY
 
 ANCHORED_GPU_BACKENDS = ("FLASH_ATTN", "TRITON_ATTN", "FLASHINFER")
@@ -35,14 +36,15 @@ FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_G
 
 def engine_verdict(vllm_config, model) -> str | None:
     """Why this engine cannot anchor (None when it can); `model` is the constructed model.
-    An encoder-only engine (the encoder instance of the disaggregated mode) solves and hands
-    the gains on with its encoder outputs; it runs no attention, so only its settings count."""
+    Judged from the backend the decoder layers really got (a CUDA backend run by another
+    platform, as in the CPU test environment, is judged as a CUDA backend). An encoder-only
+    engine (the encoder instance of the disaggregated mode) solves and hands the gains on
+    with its encoder outputs; it runs no attention, so only its settings count."""
     if compat.encoder_only(vllm_config):
         check_process_settings()
         return None
-    reason = (config_refusal(vllm_config)
-              or layers_refusal(compat.decoder_attention_layers(model))
-              or (cpu_refusal(vllm_config) if compat.is_cpu_platform() else cuda_refusal(vllm_config)))
+    layers = compat.decoder_attention_layers(model)
+    reason = config_refusal(vllm_config) or layers_refusal(layers) or backends_refusal(vllm_config, layers)
     if reason is None:
         check_process_settings()
     return reason
@@ -79,54 +81,35 @@ def config_refusal(vllm_config) -> str | None:
 
 
 def layers_refusal(layers) -> str | None:
-    """layers: (name, impl, backend name) of the decoder attention layers. Each must run one
+    """layers: (name, impl, backend class) of the decoder attention layers. Each must run one
     of our backends, configured for what the anchored recompute computes (the capabilities
-    its class declares)."""
+    its backend class declares)."""
     if not layers:
         return "no decoder attention layer found"
     for name, impl, backend in layers:
-        if not isinstance(impl, AnchoredForwardMixin):
-            return (f"anchored attention is not available on the {backend} attention backend (layer {name}); "
-                    f"anchored backends: {', '.join(ANCHORED_GPU_BACKENDS)} (choose one with --attention-backend)")
-        unsupported = impl.anchored_unsupported()
+        if not isinstance(impl, AnchoredForwardMixin) or not issubclass(backend, AnchoredBackendMixin):
+            return (f"anchored attention is not available on the {backend.get_name()} attention backend (layer "
+                    f"{name}); anchored backends: {', '.join(ANCHORED_GPU_BACKENDS)} (choose one with "
+                    "--attention-backend)")
+        unsupported = backend.anchoring_unsupported(impl)
         if unsupported:
-            return f"anchored attention does not support {unsupported} ({backend}, layer {name})"
+            return f"anchored attention does not support {unsupported} ({backend.get_name()}, layer {name})"
     return None
 
 
-def cpu_refusal(vllm_config) -> str | None:
-    """The KV layout vLLM picked must be one we read back (cpu_kv_layout.py)."""
-    return cpu_kv_layout.layout_refusal(compat.engine_kv_layout(vllm_config), compat.engine_kv_cache_dtype(vllm_config))
-
-
-def cuda_refusal(vllm_config) -> str | None:
-    """Triton must be there, and no FULL CUDA graphs (their replays run no Python, and the
-    anchored path runs in Python inside the attention's forward)."""
-    from ..kernels.anchored_prefill import triton_available
-
-    if not triton_available():
-        return "anchored attention on GPUs needs Triton, which is not installed"
-    if compat.full_cuda_graphs(vllm_config):
-        return ("this engine replays FULL CUDA graphs, which skip the anchored attention (it runs in Python): "
-                + FULL_GRAPHS_ADVICE)
+def backends_refusal(vllm_config, layers) -> str | None:
+    """What the layers' backends need of the engine's settings (the CPU backend: a KV layout
+    we read back; the CUDA backends: Triton, no FULL CUDA graphs), each backend asked once."""
+    for backend in dict.fromkeys(backend for _, _, backend in layers):
+        reason = backend.anchoring_refusal(vllm_config)
+        if reason:
+            return reason
     return None
 
 
 def check_process_settings() -> None:
     """Settings that can never work here stop the engine at start-up, not in a step."""
     check_solver_backend(process_settings().solver_backend)
-    if not compat.is_cpu_platform():
-        return
-    from ..kernels import anchored_prefill
-    from .attention.cpu import TEST_KERNEL_VARIABLE, prefill_kernel
-
-    if prefill_kernel() != "triton":
-        return
-    if not anchored_prefill.triton_available():
-        raise RuntimeError(f"{TEST_KERNEL_VARIABLE}=triton, but Triton is not installed")
-    if not anchored_prefill.kernel_interpreted():
-        raise RuntimeError(f"{TEST_KERNEL_VARIABLE}=triton on CPU needs TRITON_INTERPRET=1 in the engine's "
-                           "environment (Triton has no CPU backend)")
 
 
 def request_refusal(info) -> str | None:

@@ -3,14 +3,11 @@
 Every layer runs the stock kernel; when the step involves anchored gains, the prefilling
 requests whose context holds a gain != 1 are recomputed over the paged cache (which already
 holds this step's K/V) by `anchored_paged_attention` (torch). Decode rows stay plain.
-The engine tests can make it run the Triton kernel GPUs run instead, in Triton's
-interpreter (`TEST_KERNEL_VARIABLE`), so that they check that exact kernel inside an engine.
+(The Triton kernel GPUs run is tested inside a CPU engine through TRITON_ATTN itself: the
+test environment's switch, tests/cpu_test_env.)
 """
 
 from __future__ import annotations
-
-import functools
-import os
 
 import torch
 from vllm.logger import init_logger
@@ -23,23 +20,9 @@ from vllm.v1.attention.backends.cpu_attn import (
 from ...kernels.anchored_prefill_torch import anchored_paged_attention
 from .. import compat
 from . import cpu_kv_layout
-from .forward import AnchoredForwardMixin
+from .forward import AnchoredBackendMixin, AnchoredForwardMixin
 
 logger = init_logger("vllm.videoanchor")
-
-
-# A test hook, not a setting: "triton" runs the GPU kernel in Triton's interpreter (with
-# TRITON_INTERPRET=1; checked at start-up by availability.check_process_settings)
-TEST_KERNEL_VARIABLE = "VIDEOANCHOR_ATTENTION_KERNEL"
-
-
-@functools.cache
-def prefill_kernel() -> str:
-    """This process's anchored prefill on CPU: "torch", or "triton" where the test hook says so."""
-    kernel = os.environ.get(TEST_KERNEL_VARIABLE, "torch")
-    if kernel not in ("torch", "triton"):
-        raise ValueError(f"{TEST_KERNEL_VARIABLE} must be torch or triton, got {kernel!r}")
-    return kernel
 
 
 class AnchoredCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
@@ -61,13 +44,6 @@ class AnchoredCPUAttentionImpl(AnchoredForwardMixin, CPUAttentionBackendImpl):
         key_cache, value_cache = cpu_kv_layout.kv_views(kv_cache, layout)
         step = rows.step
         out = output.view(output.shape[0], self.num_heads, self.head_size)
-        if prefill_kernel() == "triton":  # all the step's anchored requests in one launch
-            from ...kernels.anchored_prefill import anchored_prefill_attention
-
-            anchored_prefill_attention(query, key_cache, value_cache, step.block_table, step.query_start_loc,
-                                       step.seq_lens, state.slot_gain_k, state.slot_gain_v, self.scale, out,
-                                       rows.indices, step.max_query_len, rows.enabled)
-            return
         starts = step.query_start_loc.tolist()
         for r in rows.chosen():
             q = query[starts[r]:starts[r + 1]]
@@ -81,8 +57,14 @@ class AnchoredCPUAttentionImpl(AnchoredForwardMixin, CPUAttentionBackendImpl):
             )
 
 
-class AnchoredCPUAttentionBackend(CPUAttentionBackend):
-    """CPU_ATTN with the anchored path; its name stays CPU_ATTN (the CPU platform uses no other)."""
+class AnchoredCPUAttentionBackend(AnchoredBackendMixin, CPUAttentionBackend):
+    """CPU_ATTN with the anchored path; its name stays CPU_ATTN (the CPU platform's one backend)."""
+
+    @classmethod
+    def anchoring_refusal(cls, vllm_config) -> str | None:
+        """The KV layout vLLM picked must be one we read back (cpu_kv_layout.py)."""
+        return cpu_kv_layout.layout_refusal(compat.engine_kv_layout(vllm_config),
+                                            compat.engine_kv_cache_dtype(vllm_config))
 
     @staticmethod
     def get_impl_cls():

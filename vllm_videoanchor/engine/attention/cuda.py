@@ -13,8 +13,9 @@ no sync, no allocation.
 
 The anchored path runs in Python inside `forward`, i.e. in eager and PIECEWISE steps
 only; FULL CUDA graphs replay without Python (decode-only steps, one-token prefill rows),
-so engines with FULL graphs cannot anchor (the start-up verdict in availability.py says so,
-and `vllm-videoanchor serve` sets cudagraph_mode PIECEWISE on CUDA).
+so engines with FULL graphs cannot anchor (`AnchoredCudaBackendMixin.anchoring_refusal`, read
+by the start-up verdict in availability.py; `vllm-videoanchor serve` sets cudagraph_mode
+PIECEWISE on CUDA).
 
 From vLLM 0.33, FLASH_ATTN and FLASHINFER declare `supports_kv_cache_update_bypass`: a model
 whose fused kernel has already written K/V into the cache may call the attention with `key`
@@ -40,7 +41,7 @@ from vllm.v1.attention.backends.triton_attn import (
 )
 
 from .. import compat
-from .forward import AnchoredForwardMixin
+from .forward import AnchoredBackendMixin, AnchoredForwardMixin
 
 
 class AnchoredBuilderMixin:
@@ -68,6 +69,24 @@ class AnchoredImplMixin(AnchoredForwardMixin):
             rows.indices, step.max_query_len, rows.enabled)
 
 
+class AnchoredCudaBackendMixin(AnchoredBackendMixin):
+    """What anchoring needs of an engine on the CUDA backends, whatever platform runs them."""
+
+    @classmethod
+    def anchoring_refusal(cls, vllm_config) -> str | None:
+        """Triton must be there, and no FULL CUDA graphs (their replays run no Python, and the
+        anchored path runs in Python inside the attention's forward)."""
+        from ...kernels.anchored_prefill import triton_available
+        from ..availability import FULL_GRAPHS_ADVICE
+
+        if not triton_available():
+            return "anchored attention on GPUs needs Triton, which is not installed"
+        if compat.full_cuda_graphs(vllm_config):
+            return ("this engine replays FULL CUDA graphs, which skip the anchored attention (it runs in Python): "
+                    + FULL_GRAPHS_ADVICE)
+        return None
+
+
 class AnchoredFlashAttentionMetadataBuilder(AnchoredBuilderMixin, FlashAttentionMetadataBuilder):
     pass
 
@@ -76,7 +95,7 @@ class AnchoredFlashAttentionImpl(AnchoredImplMixin, FlashAttentionImpl):
     pass
 
 
-class AnchoredFlashAttentionBackend(FlashAttentionBackend):
+class AnchoredFlashAttentionBackend(AnchoredCudaBackendMixin, FlashAttentionBackend):
     """FLASH_ATTN with the anchored path; its name stays FLASH_ATTN."""
 
     @staticmethod
@@ -96,7 +115,7 @@ class AnchoredTritonAttentionImpl(AnchoredImplMixin, TritonAttentionImpl):
     pass
 
 
-class AnchoredTritonAttentionBackend(TritonAttentionBackend):
+class AnchoredTritonAttentionBackend(AnchoredCudaBackendMixin, TritonAttentionBackend):
     """TRITON_ATTN with the anchored path; its name stays TRITON_ATTN."""
 
     @staticmethod

@@ -14,7 +14,7 @@ from vllm.v1.attention.backends.flashinfer import (
     FlashInferMetadataBuilder,
 )
 
-from .cuda import AnchoredBuilderMixin, AnchoredImplMixin
+from .cuda import AnchoredBuilderMixin, AnchoredCudaBackendMixin, AnchoredImplMixin
 
 
 class AnchoredFlashInferMetadataBuilder(AnchoredBuilderMixin, FlashInferMetadataBuilder):
@@ -25,7 +25,7 @@ class AnchoredFlashInferImpl(AnchoredImplMixin, FlashInferImpl):
     pass
 
 
-class AnchoredFlashInferBackend(FlashInferBackend):
+class AnchoredFlashInferBackend(AnchoredCudaBackendMixin, FlashInferBackend):
     """FLASHINFER with the anchored path; its name stays FLASHINFER."""
 
     @staticmethod

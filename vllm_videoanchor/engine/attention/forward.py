@@ -6,8 +6,9 @@ Before that, a step costs one flag check.
 The step's gains live on the engine's own objects: the model creates one `GainState` and
 hands it to each of its decoder attention layers (`gain_state`); an impl without one (a
 layer of a model that is not ours) is stock attention. What the anchored recompute
-computes is declared on the class, as vLLM declares its backends' capabilities; the
-start-up verdict (availability.py) compares each layer with it once, never per step.
+computes, and what an engine needs to anchor, are declared as classmethods on the backend
+class (`AnchoredBackendMixin`), where vLLM declares its backends' capabilities; the start-up
+verdict (availability.py) asks each layer's backend once, never per step.
 """
 
 from __future__ import annotations
@@ -20,15 +21,59 @@ from .. import compat
 from .gains import AnchoredRows, GainState
 
 
+class AnchoredBackendMixin:
+    """Put first in the bases of a vLLM AttentionBackend: what anchoring on this backend
+    supports, as classmethods (vLLM's own shape for capabilities). vLLM's capability
+    classmethods (`supports_sink`, ...) stay the stock backend's, so a model that uses such a
+    feature still gets this backend and serves plain requests exactly as stock vLLM does;
+    only anchoring is refused, naming the feature."""
+
+    @classmethod
+    def anchoring_supports_sliding_window(cls) -> bool:
+        return False  # the anchored recompute is plain causal softmax attention over the whole context
+
+    @classmethod
+    def anchoring_supports_logits_soft_cap(cls) -> bool:
+        return False
+
+    @classmethod
+    def anchoring_supports_alibi(cls) -> bool:
+        return False
+
+    @classmethod
+    def anchoring_supports_sinks(cls) -> bool:
+        return False
+
+    @classmethod
+    def anchoring_supports_quantized_kv_cache(cls) -> bool:
+        return False  # the recompute reads K/V as stored, without scales
+
+    @classmethod
+    def anchoring_unsupported(cls, impl) -> str | None:
+        """What this layer computes that the anchored recompute does not (None: nothing), by
+        the layer's settings as vLLM's impls store them; read once at start-up."""
+        window = getattr(impl, "sliding_window", None)
+        features = (
+            (cls.anchoring_supports_quantized_kv_cache() or not compat.is_quantized_kv_cache(impl.kv_cache_dtype),
+             f"a quantised KV cache (kv_cache_dtype={impl.kv_cache_dtype!r})"),
+            (cls.anchoring_supports_sliding_window() or window in (None, -1, (-1, -1)),
+             f"sliding-window attention (sliding_window={window!r})"),
+            (cls.anchoring_supports_logits_soft_cap() or not getattr(impl, "logits_soft_cap", None),
+             "logits soft-capping"),
+            (cls.anchoring_supports_alibi() or getattr(impl, "alibi_slopes", None) is None, "ALiBi"),
+            (cls.anchoring_supports_sinks() or getattr(impl, "sinks", None) is None, "attention sinks"),
+        )
+        return next((name for supported, name in features if not supported), None)
+
+    @classmethod
+    def anchoring_refusal(cls, vllm_config) -> str | None:
+        """Why an engine with this backend's layers cannot anchor, from its settings (None: it
+        can); the backend modules say what their recompute needs."""
+        return None
+
+
 class AnchoredForwardMixin:
     """Put first in the bases of a vLLM AttentionImpl; subclasses supply `anchored_recompute`."""
-
-    # the anchored recompute is plain softmax attention over an unquantised cache, per head
-    supports_sliding_window = False
-    supports_logits_soft_cap = False
-    supports_alibi = False
-    supports_sinks = False
-    supports_quantized_kv_cache = False
 
     gain_state: GainState | None = None  # set by the model that owns the layer
 
@@ -55,17 +100,3 @@ class AnchoredForwardMixin:
     def anchored_recompute(self, layer, query, kv_cache, rows: AnchoredRows, state: GainState, output) -> None:
         """Overwrite the rows of `rows`' anchored requests in `output` with anchored attention."""
         raise NotImplementedError
-
-    def anchored_unsupported(self) -> str | None:
-        """What this layer computes that the anchored recompute does not (None: nothing), by
-        the class's declared capabilities; read once at start-up."""
-        window = getattr(self, "sliding_window", None)
-        features = (
-            (self.supports_quantized_kv_cache or not compat.is_quantized_kv_cache(self.kv_cache_dtype),
-             f"a quantised KV cache (kv_cache_dtype={self.kv_cache_dtype!r})"),
-            (self.supports_sliding_window or window in (None, -1, (-1, -1)), "sliding-window attention"),
-            (self.supports_logits_soft_cap or not getattr(self, "logits_soft_cap", None), "logits soft-capping"),
-            (self.supports_alibi or getattr(self, "alibi_slopes", None) is None, "ALiBi"),
-            (self.supports_sinks or getattr(self, "sinks", None) is None, "attention sinks"),
-        )
-        return next((name for supported, name in features if not supported), None)

