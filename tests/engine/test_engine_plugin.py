@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from utils import EnginePool
 
 from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains, params_for_model
+from vllm_videoanchor.ssc import cupy_available
 from vllm_videoanchor.testing import ARCHS, build_tiny_model, spec
 from vllm_videoanchor.testing.engine_run import max_logprob_diff, prompt_logprobs
 
@@ -514,3 +515,12 @@ def test_sliding_window_serves_plain_as_stock_and_refuses_anchoring_by_name(mode
     assert answer(sliding["anchored"]) == answer(sliding["video"])
     refused = "--anchor-default on, but anchored attention does not support sliding-window attention"
     assert refused in runs["anchor_default"]["error"]
+
+
+def test_a_solver_backend_that_cannot_run_stops_the_engine_at_start_up(model, runs):
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("checked on qwen2_5_vl")
+    if cupy_available():
+        pytest.skip("CuPy runs here")
+    with pytest.raises(AssertionError, match="solver backend 'cupy' needs CuPy"):
+        result(runs, "cupy_solver")
