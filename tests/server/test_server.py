@@ -6,6 +6,7 @@ API key guards our layer, and 16 concurrent mixed requests are answered and coun
 import base64
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -265,3 +266,80 @@ def test_sixteen_concurrent_mixed_requests(servers, media):
         'videoanchor_requests_total{anchor="off"}'] == len(requests) - anchored_sent
     # the four anchored videos with new options were solved once each; the rest were cached
     assert metric(ours, "videoanchor_anchored_items_total") - before["videoanchor_anchored_items_total"] == 3
+
+
+# What only a checked route may carry, each over the server's rules (issue 38's cases)
+OVER_THE_RULES = {
+    "anchor over the limits": {"mm_processor_kwargs": {"anchor": {"max_iter": 10**7}}},
+    "foreign mm_processor_kwargs": {"mm_processor_kwargs": {"fps": 30}},
+    "frames over max_frames": {"media_io_kwargs": {"video": {"num_frames": 100000}}},
+    "top-level anchor": {"anchor": True},
+}
+
+
+@pytest.fixture(scope="module")
+def post_routes(servers):
+    """Every POST route the running server's /openapi.json lists (path parameters filled)."""
+    schema = httpx.get(servers["ours"].url + "/openapi.json", timeout=30).json()
+    routes = sorted(path.replace("{", "").replace("}", "") for path, item in schema["paths"].items() if "post" in item)
+    assert "/v1/chat/completions" in routes and "/invocations" in routes and len(routes) > 10, routes
+    return routes
+
+
+def test_no_post_route_takes_what_the_chat_route_refuses(servers, media, post_routes):
+    """Every POST route answers each over-the-rules body: the checked routes (the chat and
+    completion routes, /invocations) refuse the first three as the chat route does and anchor
+    a top-level `anchor`; every other route answers our 400 naming the key (Anthropic's error
+    format on /v1/messages, OpenAI's elsewhere). None drops `anchor` silently."""
+    ours, model = servers["ours"], servers["model"]
+    video = messages("video_url", media["video"])
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    for case, extra in OVER_THE_RULES.items():
+        body = {"model": model, "messages": video, "max_tokens": 1} | extra
+        chat = httpx.post(ours.url + "/v1/chat/completions", json=body, headers=headers, timeout=120)
+        assert chat.status_code == (200 if case == "top-level anchor" else 400), (case, chat.text)
+        for route in post_routes:
+            response = httpx.post(ours.url + route, json=body, headers=headers, timeout=120)
+            if route == "/invocations":  # a chat body: the chat route's answer
+                assert response.status_code == chat.status_code, (case, response.text)
+                if chat.status_code == 200:
+                    assert response.headers["x-videoanchor-anchor"] == "applied"
+                else:
+                    assert response.json() == chat.json(), case
+            elif route == "/v1/completions":  # the same checks; a top-level anchor reaches vLLM,
+                if chat.status_code == 200:  # which refuses a body without a prompt
+                    assert response.status_code == 400 and "prompt" in response.text, response.text
+                else:
+                    assert response.json() == chat.json(), case
+            elif route != "/v1/chat/completions":
+                assert response.status_code == 400, (case, route, response.status_code, response.text)
+                error = response.json()["error"]
+                assert error["type"] == ("invalid_request_error" if route == "/v1/messages" else "BadRequestError")
+                assert f"{route} does not accept {next(iter(extra))!r}" in error["message"], (case, route, error)
+    assert httpx.get(ours.url + "/health", timeout=10).status_code == 200
+
+
+def test_a_plain_request_beside_the_heaviest_anchored_one_is_answered_within_the_budget(servers, media):
+    """The heaviest solve the limits allow (the reference iteration, eps at float32's floor,
+    max_iter at the server's limit) is cut by the server's solve budget (2 s by default):
+    the anchored response says so (converged false, stopped by budget), and a plain text
+    request sent meanwhile is answered within the budget plus its own time."""
+    ours, model = servers["ours"], servers["model"]
+    heavy = {"anchor": {"solver_mode": "reference", "eps": 2e-7, "max_iter": 10000}}
+    with ThreadPoolExecutor(2) as pool:
+        anchored = pool.submit(ask, ours, model, messages("video_url", media["video"]), heavy)
+        time.sleep(0.5)  # the solve is under way
+        start = time.perf_counter()
+        _, text, plain_headers = ask(ours, model, [{"role": "user", "content": QUESTION}])
+        plain_seconds = time.perf_counter() - start
+        _, _, headers = anchored.result()
+    assert plain_headers == {"x-videoanchor-anchor": "off"} and text is not None
+    assert plain_seconds < 3.0, plain_seconds
+    assert headers["x-videoanchor-anchor"] == "applied"
+    assert headers["x-videoanchor-solver-converged"] == "false"
+    assert headers["x-videoanchor-solver-stopped-by"] == "budget"
+    assert float(headers["x-videoanchor-solver-seconds"]) < 2.0 + 1.0
+    # an ordinary anchored request is not cut
+    _, _, ordinary = ask(ours, model, messages("video_url", media["other_video"]), {"anchor": True})
+    assert ordinary["x-videoanchor-solver-converged"] == "true"
+    assert ordinary["x-videoanchor-solver-stopped-by"] in ("distance", "residual")

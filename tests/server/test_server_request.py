@@ -247,3 +247,20 @@ def test_the_server_modules_import_one_way():
         imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
                     if isinstance(node, ast.ImportFrom) and node.module}
         assert not imported & {"cli", "vllm_videoanchor_server.cli"}, path.name
+
+
+@pytest.mark.parametrize(("body", "found"), [
+    ({"anchor": True}, ["anchor"]),
+    ({"input": "x", "mm_processor_kwargs": {"fps": 2}, "media_io_kwargs": {}}, ["mm_processor_kwargs",
+                                                                                 "media_io_kwargs"]),
+    ({"messages": [[{"role": "user", "content": "hi"}]], "anchor": False}, ["anchor"]),  # a batch route's body
+    ({"requests": [{"prompt": "x"}, {"prompt": "y", "mm_processor_kwargs": {}}]}, ["mm_processor_kwargs"]),
+    ([{"prompt": "x", "media_io_kwargs": {"video": {"num_frames": 9}}}], ["media_io_kwargs"]),  # a list body
+    ({"messages": [{"role": "user", "content": "anchor mm_processor_kwargs"}]}, []),  # words, not keys
+    ({"response_format": {"json_schema": {"schema": {"properties": {"anchor": {}}}}}}, []),  # deeper: a schema
+    ("not an object", []), (None, []),
+])
+def test_the_keys_other_routes_refuse_are_found_where_vllm_would_read_them(body, found):
+    from vllm_videoanchor_server.middleware import guarded_keys
+
+    assert guarded_keys(body) == found

@@ -268,12 +268,12 @@ def test_ssc_defaults_agree_everywhere():
     estimator = SparseSubspaceClustering().get_params()
     assert anchor == {name: estimator[name] for name in SSC_FIELDS}
     admm_knobs = {name: estimator[name] for name in ADMM_KNOBS}
-    assert _keyword_defaults(admm_ssc, skip=("lambda_e", "lambda_z")) == admm_knobs
-    assert _keyword_defaults(admm_ssc_xp, skip=("xp",)) == admm_knobs
+    assert _keyword_defaults(admm_ssc, skip=("lambda_e", "lambda_z", "time_budget")) == admm_knobs
+    assert _keyword_defaults(admm_ssc_xp, skip=("xp", "time_budget")) == admm_knobs
     assert _keyword_defaults(kmeans_labels) == {name: estimator[name] for name in ("random_state", "pca_rank")}
     assert _keyword_defaults(spectral_clustering) == {
         name: estimator[name] for name in ("random_state", "eigen_solver")}
-    assert set(estimator) == set(DEFAULTS) | {"device"}
+    assert set(estimator) == set(DEFAULTS) | {"device", "time_budget"}
     assert {name: estimator[name] for name in DEFAULTS} == DEFAULTS
     for name, value in anchor.items():  # the kinds too: option.py decodes by annotation
         assert type(value) is type(estimator[name]) is type(DEFAULTS[name]), name
@@ -356,10 +356,20 @@ def test_solver_statistics_are_one_record(random_tokens):
     assert isinstance(gains.stats, AdmmStats) and gains.stats == est.stats_
     flat = dataclasses.astuple(est.stats_)
     assert (gains.n_iter, gains.converged, gains.lambda_e, gains.lambda_z, gains.residual,
-            gains.solver_mode, gains.distance) == flat
+            gains.solver_mode, gains.distance, gains.stopped_by) == flat
     assert (est.n_iter_, est.converged_, est.lambda_e_, est.lambda_z_, est.residual_, est.solver_mode_,
-            est.distance_) == flat
+            est.distance_, est.stopped_by_) == flat
     result = admm_ssc(tokens.T.contiguous())
     assert result.stats == est.stats_ and result.n_iter == est.n_iter_
     uniform = compute_anchor_gains(tokens, AnchorParams(method="uniform"))
     assert uniform.stats == NO_ADMM and uniform.n_iter == 0 and uniform.converged
+
+
+def test_eps_below_the_solves_resolution_is_refused_naming_why():
+    """A residual test that can never pass only makes the solve run to its limits."""
+    with pytest.raises(ValueError, match=r"eps=1e-30 is below the float32 solve's resolution \(1.19e-07\)"):
+        AnchorParams(eps=1e-30)
+    assert AnchorParams(eps=2e-7).eps == 2e-7
+    assert AnchorParams(eps=1e-12, dtype="float64").eps == 1e-12
+    with pytest.raises(ValueError, match="below the float64 solve's resolution"):
+        AnchorParams(eps=1e-17, dtype="float64")

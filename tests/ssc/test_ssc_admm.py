@@ -153,3 +153,35 @@ def test_solver_mode_defaults_and_overrides():
     assert admm_ssc(Y, tol=1e-1, eps=1e-6).residual < 1e-6
     with pytest.raises(ValueError, match="solver_mode must be one of"):
         admm_ssc(Y, solver_mode="fastest")
+
+
+def test_each_solve_says_what_stopped_it():
+    """The fast mode stops on its distance estimate or its residual test, the reference on
+    its residual, max_iter when neither held; converged means a stopping test held."""
+    Y = torch.tensor(np.random.default_rng(0).standard_normal((24, 40)), dtype=torch.float64)
+    fast = admm_ssc(Y)
+    assert fast.converged and fast.stopped_by in ("distance", "residual")
+    assert admm_ssc(Y, tol=1e-1, eps=None).stopped_by in ("distance", "residual")
+    reference = admm_ssc(Y, solver_mode="reference")
+    assert reference.converged and reference.stopped_by == "residual"
+    capped = admm_ssc(Y, solver_mode="reference", eps=1e-12, max_iter=5)
+    assert (capped.n_iter, capped.converged, capped.stopped_by) == (5, False, "max_iter")
+
+
+def test_a_time_budget_stops_the_iteration_with_the_iterate_it_reached():
+    """A solve that would run to max_iter stops soon after its budget, with the iterate of
+    the step it ended on: the same C as the same number of steps without a budget."""
+    import time
+
+    Y = torch.tensor(np.random.default_rng(1).standard_normal((64, 200)), dtype=torch.float64)
+    start = time.perf_counter()
+    cut = admm_ssc(Y, solver_mode="reference", eps=1e-14, max_iter=10**6, time_budget=0.3)
+    elapsed = time.perf_counter() - start
+    assert (cut.converged, cut.stopped_by) == (False, "budget")
+    assert 0 < cut.n_iter < 10**6 and elapsed < 0.3 + 2.0  # setup and one step past the deadline
+    same_steps = admm_ssc(Y, solver_mode="reference", eps=1e-14, max_iter=cut.n_iter)
+    assert torch.equal(cut.C, same_steps.C)
+    assert admm_ssc(Y, time_budget=60.0).stopped_by in ("distance", "residual")  # ample: not cut
+    for bad in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="time_budget must be a number of seconds > 0 or None"):
+            admm_ssc(Y, time_budget=bad)

@@ -191,17 +191,19 @@ def test_distance_estimate_on_a_geometric_sequence():
     assert [still.update(0.0, 0.0) for _ in range(4)] == [math.inf, math.inf, 0.0, 0.0]
 
 
-def test_the_solve_log_keeps_the_distance(tmp_path):
-    """Reported per solve: the outcome's distance goes through the SQLite file, also into a
-    file written before the column existed."""
+def test_the_solve_log_keeps_the_distance_and_the_stop(tmp_path):
+    """Reported per solve: the outcome's distance and what stopped the solve go through the
+    SQLite file; a file another version wrote (other columns) is started afresh, not failed on."""
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as old:
         old.execute("CREATE TABLE solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
                     "converged INTEGER, error TEXT, at REAL)")
         old.execute("INSERT INTO solves VALUES (1, 0.5, 40, 1, NULL, ?)", (time.time(),))
     log = SolveLog(str(path))
-    log.record(2, SolveOutcome(0.25, 60, True, distance=2.5e-3))
+    log.record(2, SolveOutcome(0.25, 60, True, distance=2.5e-3, stopped_by="distance"))
+    log.record(3, SolveOutcome(2.0, 900, False, distance=0.4, stopped_by="budget"))
     log.flush()
-    found = log.read([1, 2])
-    assert found[1] == SolveOutcome(0.5, 40, True)  # no distance recorded: None
-    assert found[2] == SolveOutcome(0.25, 60, True, distance=2.5e-3)
+    found = log.read([1, 2, 3])
+    assert 1 not in found
+    assert found[2] == SolveOutcome(0.25, 60, True, distance=2.5e-3, stopped_by="distance")
+    assert found[3] == SolveOutcome(2.0, 900, False, distance=0.4, stopped_by="budget")

@@ -21,6 +21,7 @@ reports {"error": ...} and the next one still runs.
 import gc
 import json
 import os
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -230,11 +231,12 @@ def requests(llm, model, solves: list, plain_only: bool, anchors, launches: list
 
 def run(model, env=None, dtype="float32", **flags) -> dict:
     """One engine of a --runs process: its results, or {"error": ...} if it failed."""
+    start = time.perf_counter()
     try:
         with run_environment(env or {}), native_bfloat16_pos_embed(dtype):
-            return main(model, dtype=dtype, **flags)
+            return main(model, dtype=dtype, **flags) | {"seconds": time.perf_counter() - start}
     except Exception:  # noqa: BLE001 - reported to the test that asked for this run
-        return {"error": traceback.format_exc()[-4000:]}
+        return {"error": traceback.format_exc()[-4000:], "seconds": time.perf_counter() - start}
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class AnchorModelMixin:
             if isinstance(impl, AnchoredForwardMixin):
                 impl.gain_state = self._gains
         self._solver_backend = settings.solver_backend
+        self._solve_budget = settings.solve_budget_seconds or None
         # the decode side of encoder disaggregation never solves (its anchored items arrive
         # solved from the encoder instance); an item that did not arrive is served plain
         self._decode_only = compat.ec_decode_only(vllm_config)
@@ -141,14 +142,15 @@ class AnchorModelMixin:
         if self._decode_only:
             return self._fail(digest, DECODE_ONLY)
         try:
-            gains = compute_anchor_gains(tokens.float(), params, backend=self._solver_backend)
+            gains = compute_anchor_gains(tokens.float(), params, backend=self._solver_backend,
+                                         time_budget=self._solve_budget)
         except Exception as exc:  # noqa: BLE001 - whatever the solver raises, the step goes on
             return self._fail(digest, f"{type(exc).__name__}: {exc}")
         record_solve(gains.seconds, gains.n_iter, gains.converged)
         # the map first: a server that sees the outcome finds the map too
         self._solve_log.record_anchors(digest, gains.score, gains.labels)
         self._solve_log.record(digest, SolveOutcome(gains.seconds, gains.n_iter, gains.converged,
-                                                    distance=gains.distance))
+                                                    distance=gains.distance, stopped_by=gains.stopped_by))
         if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
             logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,
                          content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)

@@ -31,9 +31,9 @@ logger = logging.getLogger("vllm.videoanchor")
 
 KEEP_SECONDS = 86400.0
 _ENGINE = object()  # the queue's key for the engine's start-up verdict
-_SCHEMA = ("CREATE TABLE IF NOT EXISTS solves (digest INTEGER PRIMARY KEY, seconds REAL, iterations INTEGER, "
-           "converged INTEGER, error TEXT, at REAL, distance REAL)")
-_ADD_DISTANCE = "ALTER TABLE solves ADD COLUMN distance REAL"  # a file written before the column existed
+_SOLVE_COLUMNS = {"digest": "INTEGER PRIMARY KEY", "seconds": "REAL", "iterations": "INTEGER", "converged": "INTEGER",
+                  "error": "TEXT", "at": "REAL", "distance": "REAL", "stopped_by": "TEXT"}
+_SCHEMA = f"CREATE TABLE IF NOT EXISTS solves ({', '.join(f'{k} {v}' for k, v in _SOLVE_COLUMNS.items())})"
 _ANCHORS_SCHEMA = "CREATE TABLE IF NOT EXISTS anchors (digest INTEGER PRIMARY KEY, score BLOB, labels BLOB, at REAL)"
 KEEP_ANCHOR_MAPS = 256  # at the server's default bound of 4096 tokens, at most 8 MiB
 _ANCHORS = object()  # the queue's key for an anchor map
@@ -58,6 +58,7 @@ class SolveOutcome:
     converged: bool = False
     error: str | None = None  # why the item was served plain; None when anchored
     distance: float | None = None  # the ADMM's estimated ||C - C*||_F / ||C||_F where it stopped (None: not given)
+    stopped_by: str | None = None  # what ended the ADMM (ssc.iteration.STOPS, "none": no ADMM; None: not given)
 
     @property
     def applied(self) -> bool:
@@ -143,10 +144,10 @@ class SolveLog:
         found = {}
         try:
             for digest in digests:
-                row = conn.execute("SELECT seconds, iterations, converged, error, distance FROM solves "
+                row = conn.execute("SELECT seconds, iterations, converged, error, distance, stopped_by FROM solves "
                                    "WHERE digest = ?", (digest,)).fetchone()
                 if row:
-                    found[digest] = SolveOutcome(row[0], row[1], bool(row[2]), row[3], row[4])
+                    found[digest] = SolveOutcome(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
         except sqlite3.Error:
             return {}
         return found
@@ -170,9 +171,9 @@ class SolveLog:
                     conn.execute("DELETE FROM anchors WHERE digest NOT IN "
                                  "(SELECT digest FROM anchors ORDER BY at DESC LIMIT ?)", (KEEP_ANCHOR_MAPS,))
                     continue
-                conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?, ?, ?)",
+                conn.execute("INSERT OR REPLACE INTO solves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (digest, outcome.seconds, outcome.iterations, int(outcome.converged), outcome.error,
-                              at, outcome.distance))
+                              at, outcome.distance, outcome.stopped_by))
                 conn.execute("DELETE FROM solves WHERE at < ?", (at - KEEP_SECONDS,))
             except sqlite3.Error as exc:  # a report, never a reason to fail a request
                 logger.debug("videoanchor: solve log write failed: %s", exc)
@@ -187,9 +188,10 @@ class SolveLog:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
+                columns = [column[1] for column in conn.execute("PRAGMA table_info(solves)")]
+                if columns and columns != list(_SOLVE_COLUMNS):  # another version's file: reports, not records
+                    conn.execute("DROP TABLE solves")
                 conn.execute(_SCHEMA)
-                if "distance" not in {column[1] for column in conn.execute("PRAGMA table_info(solves)")}:
-                    conn.execute(_ADD_DISTANCE)
                 conn.execute(_ENGINE_SCHEMA)
                 conn.execute(_ANCHORS_SCHEMA)
             except (OSError, sqlite3.Error):

@@ -9,6 +9,7 @@ cupy_admm.py, through the primitives of array_ops.py.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -33,10 +34,11 @@ class AdmmStats:
     solver_mode: str = "reference"  # which iteration produced C (ssc/params.py SOLVER_MODE)
     # estimated ||C - C*||_F / ||C||_F where it stopped (iteration.DistanceEstimate; inf: none yet)
     distance: float = math.inf
+    stopped_by: str = "max_iter"  # what ended it (iteration.STOPS; "none" where no ADMM ran)
 
 
 NO_ADMM = AdmmStats(n_iter=0, converged=True, lambda_e=0.0, lambda_z=0.0, residual=0.0, solver_mode="none",
-                    distance=0.0)
+                    distance=0.0, stopped_by="none")
 
 
 def forward_stats(attribute: str, suffix: str = ""):
@@ -128,9 +130,14 @@ def regularizers(alpha_e, alpha_z, mu_e, mu_z, lambda_e=None, lambda_z=None, *, 
 
 def solve(ops, Y, *, rho: float | None, alpha_e: float, alpha_z: float, eps: float | None, tol: float | None,
           max_iter: int, affine: bool, solver: str, solver_mode: str, lambda_e: float | None = None,
-          lambda_z: float | None = None) -> AdmmResult:
+          lambda_z: float | None = None, time_budget: float | None = None) -> AdmmResult:
     """The SSC program for Y (D x N) on `ops`' arrays (array_ops.py): the one solver behind
-    admm_ssc (torch) and cupy_admm.admm_ssc_xp (CuPy, NumPy)."""
+    admm_ssc (torch) and cupy_admm.admm_ssc_xp (CuPy, NumPy). `time_budget`: seconds from
+    this call after which the iteration stops with the iterate it reached (None: no bound)."""
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
+                                    or not time_budget > 0):
+        raise ValueError(f"time_budget must be a number of seconds > 0 or None, got {time_budget!r}")
+    deadline = None if time_budget is None else time.monotonic() + time_budget
     d, n = Y.shape
     solver = resolve_solver(solver, d, n)
     rho, eps, tol = resolve_mode(solver_mode, rho, eps, tol)
@@ -142,9 +149,9 @@ def solve(ops, Y, *, rho: float | None, alpha_e: float, alpha_z: float, eps: flo
     step = factor(ops, Y, gram, coupling_weight(mode, lambda_z), rho, affine, solver)
     del gram
     out = iterate(ops, Y, step, mode, rho=rho, eps=eps, tol=tol,
-                  e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine)
+                  e_threshold=lambda_e / lambda_z, max_iter=max_iter, affine=affine, deadline=deadline)
     return AdmmResult(out.C, AdmmStats(out.n_iter, out.converged, lambda_e, lambda_z, out.residual, solver_mode,
-                                       out.distance))
+                                       out.distance, out.stopped_by))
 
 
 def admm_ssc(
@@ -161,6 +168,7 @@ def admm_ssc(
     solver_mode: str = DEFAULTS["solver_mode"],
     lambda_e: float | None = None,
     lambda_z: float | None = None,
+    time_budget: float | None = None,
 ) -> AdmmResult:
     """Solve the SSC program of docs/method.md for Y (D x N), a torch tensor.
 
@@ -173,6 +181,9 @@ def admm_ssc(
     on tol). `lambda_e` / `lambda_z` override the data-scaled values alpha / mu when given.
     `solver`: the A-update, "dense" (explicit inverse), "lowrank" (Woodbury, needs D < N) or
     "auto" (whichever needs fewer flops per step).
+    `time_budget`: seconds the solve may take; past them the iteration stops with the iterate
+    it reached (stats.converged False, stats.stopped_by "budget"). None: no bound.
     """
     return solve(TorchOps, Y, rho=rho, alpha_e=alpha_e, alpha_z=alpha_z, eps=eps, tol=tol, max_iter=max_iter,
-                 affine=affine, solver=solver, solver_mode=solver_mode, lambda_e=lambda_e, lambda_z=lambda_z)
+                 affine=affine, solver=solver, solver_mode=solver_mode, lambda_e=lambda_e, lambda_z=lambda_z,
+                 time_budget=time_budget)

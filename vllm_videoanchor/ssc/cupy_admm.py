@@ -46,12 +46,13 @@ def admm_ssc_xp(
     affine=DEFAULTS["affine"],
     solver=DEFAULTS["solver"],
     solver_mode=DEFAULTS["solver_mode"],
+    time_budget=None,
 ) -> AdmmResult:
     """ADMM on an xp array Y (D x N); `xp` defaults to CuPy. Returns C as an xp array."""
     if xp is None:
         import cupy as xp
     return solve(XpOps(xp), Y, rho=rho, alpha_e=alpha_e, alpha_z=alpha_z, eps=eps, tol=tol, max_iter=max_iter,
-                 affine=affine, solver=solver, solver_mode=solver_mode)
+                 affine=affine, solver=solver, solver_mode=solver_mode, time_budget=time_budget)
 
 
 def admm_ssc_cupy(Y: torch.Tensor, **kwargs) -> AdmmResult:

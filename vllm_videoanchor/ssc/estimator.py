@@ -48,13 +48,17 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
     ----------
 {knobs}
     device : where to solve (None: the input's device).
+    time_budget : seconds the ADMM may run; past them it stops with the iterate it reached
+        (stats_.stopped_by "budget", converged_ False) and the spectral step runs on that
+        iterate. None: no bound (servers set one: settings.solve_budget_seconds).
 
     Attributes
     ----------
     coef_ : (n_samples, n_samples), X ~ coef_ @ X, zero diagonal (the transpose of C).
     labels_, affinity_matrix_ (scipy sparse), stats_ (AdmmStats), and stats_'s fields as
     n_iter_, converged_, lambda_e_, lambda_z_, residual_, solver_mode_, distance_ (the
-    estimated relative distance ||C - C*||_F / ||C||_F to the optimum where the ADMM stopped).
+    estimated relative distance ||C - C*||_F / ||C||_F to the optimum where the ADMM stopped),
+    stopped_by_ (what ended it: "distance", "residual", "max_iter" or "budget").
     Arrays are torch tensors on the solver's device when X was a tensor, numpy otherwise.
     """
 
@@ -77,6 +81,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         solver_mode=DEFAULTS["solver_mode"],
         backend=DEFAULTS["backend"],
         eigen_solver=DEFAULTS["eigen_solver"],
+        time_budget=None,
     ):
         # scikit-learn convention: store untouched, validate in fit
         self.n_clusters = n_clusters
@@ -95,6 +100,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.solver_mode = solver_mode
         self.backend = backend
         self.eigen_solver = eigen_solver
+        self.time_budget = time_budget
 
     def _check_params(self, n_samples: int, n_features: int) -> None:
         for knob in KNOBS:
@@ -110,9 +116,9 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         knobs = {name: None if getattr(self, name) is None else KNOB[name].kind(getattr(self, name))
                  for name in ADMM_KNOBS}
         if self.backend == "cupy":
-            result = admm_ssc_cupy(Y.contiguous(), **knobs)
+            result = admm_ssc_cupy(Y.contiguous(), **knobs, time_budget=self.time_budget)
         else:
-            result = admm_ssc(Y, **knobs)
+            result = admm_ssc(Y, **knobs, time_budget=self.time_budget)
         labels, affinity = spectral_clustering(
             result.C, self.n_clusters, self.random_state, self.eigen_solver
         )

@@ -13,6 +13,7 @@ device.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from .params import SolverMode
@@ -27,6 +28,12 @@ class Iterate:
     residual: float  # max_i sum_j |A_ij - C_ij| at the last check (A over-relaxed in the fast mode)
     converged: bool
     distance: float  # estimated ||C - C*||_F / ||C||_F at the last window's end (inf: no estimate yet)
+    stopped_by: str = "max_iter"  # one of STOPS
+
+
+# what ended a solve: its distance test, its residual test (eps, or the fast mode's tol *
+# residual_share), max_iter, or the caller's time budget (the iterate reached is returned)
+STOPS = ("distance", "residual", "max_iter", "budget")
 
 
 class DistanceEstimate:
@@ -61,10 +68,11 @@ class DistanceEstimate:
         return q / (1.0 - q) * change / norm
 
 
-def stops(mode: SolverMode, residual: float, distance: float, eps: float | None, tol: float | None) -> bool:
+def stops(mode: SolverMode, residual: float, distance: float, eps: float | None, tol: float | None) -> str | None:
     """The stopping test at a check (host floats only): residual < eps where eps is set, and,
     where tol is set, distance < tol or (modes with a residual_share) residual < tol *
-    residual_share.
+    residual_share. Returns the test that stopped the solve ("distance" or "residual"; None:
+    go on).
 
     Why two alternatives (issue 25, measured in docs/benchmarks.md): the reference stops on
     an absolute residual, so its distance to C* at the stop varies 70-fold across token sets
@@ -77,10 +85,12 @@ def stops(mode: SolverMode, residual: float, distance: float, eps: float | None,
     its steps; the two together, at the defaults, 33 of 33 calibration sets and 10 of 12 held
     out (the other two one check late)."""
     if eps is not None and not residual < eps:
-        return False
-    if tol is None or distance < tol:
-        return True
-    return mode.residual_share is not None and residual < tol * mode.residual_share
+        return None
+    if tol is None:
+        return "residual"
+    if distance < tol:
+        return "distance"
+    return "residual" if mode.residual_share is not None and residual < tol * mode.residual_share else None
 
 
 class AlternatingError:
@@ -138,7 +148,7 @@ def coupling_weight(mode: SolverMode, lambda_z: float) -> float:
 
 
 def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, tol: float | None,
-            e_threshold: float, max_iter: int, affine: bool) -> Iterate:
+            e_threshold: float, max_iter: int, affine: bool, deadline: float | None = None) -> Iterate:
     """Run the ADMM from C = E = 0 and zero multipliers until the stopping rule holds or
     max_iter steps. `step(W, E, e_nonzero, v)` (the factored A-update, weighted by
     `coupling_weight`) returns A and Y - Y A for R = weight Y^T (Y - E) + W [+ 1 v^T].
@@ -149,7 +159,11 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
     mode: eps alone, the fast mode: tol alone). In a mode with a `residual_share` (the fast
     one), the second test also passes when the primal residual is below
     tol * residual_share (`stops`). The estimate is computed in both modes (it is reported)
-    and never changes the iterates: the reference mode stays the reference."""
+    and never changes the iterates: the reference mode stays the reference.
+
+    `deadline` (a time.monotonic() value; None: none) ends the loop after the first step that
+    finishes past it, with the iterate reached (`stopped_by` "budget"): the host clock is
+    read every step, which costs no device sync (on a GPU the queued steps run on)."""
     if eps is None and tol is None:
         raise ValueError("the ADMM needs a stopping tolerance: eps or tol")
     n = Y.shape[1]
@@ -181,7 +195,10 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
         del residual_y
         diff = ops.sub_(A, C)
         ops.add_scaled_(D2, diff, rho)
+        past_deadline = deadline is not None and n_iter < max_iter and time.monotonic() >= deadline
         if not (check or window_end):
+            if past_deadline:
+                return Iterate(C, n_iter, residual, False, distance, "budget")
             continue
         # everything this point needs from the device, in one transfer
         scalars = [ops.row_l1_max(diff)]
@@ -195,6 +212,9 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
             e_nonzero = values[1] > 0
         if window_end:
             distance = estimate.update(values[-2], values[-1])
-        if check and stops(mode, residual, distance, eps, tol):
-            return Iterate(C, n_iter, residual, True, distance)
-    return Iterate(C, n_iter, residual, False, distance)
+        stopped_by = stops(mode, residual, distance, eps, tol) if check else None
+        if stopped_by:
+            return Iterate(C, n_iter, residual, True, distance, stopped_by)
+        if past_deadline:
+            return Iterate(C, n_iter, residual, False, distance, "budget")
+    return Iterate(C, n_iter, residual, False, distance, "max_iter")
