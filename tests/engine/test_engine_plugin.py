@@ -34,6 +34,7 @@ FULL_RUNS = ("qwen2_5_vl", "qwen3_vl")
 TRITON_RUNS = ("qwen2_5_vl", "internvl")  # two layouts of the visual tokens and the prompt
 TRITON_ATTN = {"VIDEOANCHOR_TEST_ATTENTION_BACKEND": "TRITON_ATTN", "TRITON_INTERPRET": "1"}
 SLIDING_WINDOW = 16  # tokens: the tiny video alone has 64
+TRITON_CORE = {"anchors": ["anchored", "anchored_again", "keys_only", "uniform"], "extras": ["errors"]}
 
 
 def engine_runs(arch: str) -> dict:
@@ -67,15 +68,18 @@ def submit_engines(pool: EnginePool, model, arch: str, directory) -> dict:
     jobs = {"runs": pool.submit(model, "--runs", json.dumps(engine_runs(arch)), timeout=1800),
             "stock": pool.submit(model, "--plain-only", plugins="")}
     if arch in TRITON_RUNS:
-        triton_runs = {"triton_attn": {}}
-        if arch == "qwen2_5_vl":  # interpreted attention costs by the token: chunks on the smaller model
+        # interpreted attention costs by the token: the whole workload on the smaller model, its
+        # core (the anchored prefill with its cache hit, two option variants) on InternVL
+        triton_runs = {"triton_attn": {}} if arch == "qwen2_5_vl" else {"triton_attn": TRITON_CORE}
+        if arch == "qwen2_5_vl":
             triton_runs["triton_attn_chunked"] = {"chunk": 32}
         jobs["triton"] = pool.submit(model, "--runs", json.dumps(triton_runs), env=TRITON_ATTN, timeout=1800)
         jobs["triton_stock"] = pool.submit(model, "--plain-only", plugins="", env=TRITON_ATTN)
     if arch == "qwen2_5_vl":
         twin = sliding_window_twin(model, directory)
-        sliding_runs = {"plugin": {"anchors": ["anchored"]},
-                        "anchor_default": {"anchors": ["anchored"], "env": {"VIDEOANCHOR_ANCHOR_DEFAULT": "1"}}}
+        sliding_runs = {"plugin": {"anchors": ["anchored"], "extras": []},
+                        "anchor_default": {"anchors": ["anchored"], "extras": [],
+                                           "env": {"VIDEOANCHOR_ANCHOR_DEFAULT": "1"}}}
         jobs["sliding_window"] = pool.submit(twin, "--runs", json.dumps(sliding_runs), env=TRITON_ATTN)
         jobs["sliding_window_stock"] = pool.submit(twin, "--plain-only", plugins="", env=TRITON_ATTN)
     return jobs
@@ -448,13 +452,15 @@ def test_our_kernel_runs_on_anchored_steps_only(plugin, triton_attn):
     assert plugin["kernel_launches"] == 0
 
 
-def test_triton_attn_gives_cpu_attn_answers(plugin, triton_attn):
-    for name in KERNEL_CASES:
+def test_triton_attn_gives_cpu_attn_answers(model, plugin, triton_attn):
+    full = model_type(model) == "qwen2_5_vl"
+    for name in KERNEL_CASES if full else ("video", *TRITON_CORE["anchors"], "after_errors"):
         assert triton_attn[name]["tokens"] == plugin[name]["tokens"], name
         assert max_logprob_diff(triton_attn[name], plugin[name]) < 1e-5, name
-    for triton_result, cpu_result in zip(triton_attn["batch"], plugin["batch"], strict=True):  # mixed batch
-        assert triton_result["tokens"] == cpu_result["tokens"]
-        assert max_logprob_diff(triton_result, cpu_result) < 1e-5
+    if full:
+        for triton_result, cpu_result in zip(triton_attn["batch"], plugin["batch"], strict=True):  # mixed batch
+            assert triton_result["tokens"] == cpu_result["tokens"]
+            assert max_logprob_diff(triton_result, cpu_result) < 1e-5
     assert answer(triton_attn["anchored_again"]) == answer(triton_attn["anchored"])  # a prefix-cache hit
     assert triton_attn["anchored_again"]["solves"] == []
 
@@ -469,7 +475,9 @@ def test_triton_attn_anchored_prefill_equals_dense_reference(triton_attn, dense,
     assert np.abs(got - actual_prompt_logprobs(triton_attn["video"])).max() > 1e-2
 
 
-def test_triton_attn_joint_images_equal_dense_reference(triton_attn, dense, images_inputs):
+def test_triton_attn_joint_images_equal_dense_reference(model, triton_attn, dense, images_inputs):
+    if model_type(model) != "qwen2_5_vl":
+        pytest.skip("joint images on TRITON_ATTN are checked on qwen2_5_vl")
     (solve,) = triton_attn["joint_images"]["solves"]
     expected = dense.prompt_logprobs(images_inputs, dense.per_position(images_inputs, solve["gain_k"]),
                                      dense.per_position(images_inputs, solve["gain_v"]))

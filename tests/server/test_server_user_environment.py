@@ -8,6 +8,8 @@ stay healthy. Tool calls are not sent: neither server is configured with a tool 
 import json
 import os
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -44,7 +46,8 @@ def servers(tmp_path_factory):
                          stock_port)
     try:
         yield {"ours": ours.wait(), "stock": stock.wait(), "model": model,
-               "video": data_url(write_mp4(root / "video.mp4", 8, 112, seed=0), "video/mp4")}
+               "video": data_url(write_mp4(root / "video.mp4", 8, 112, seed=0), "video/mp4"),  # 64 tokens
+               "big_video": data_url(write_mp4(root / "big.mp4", 16, 224, seed=2), "video/mp4")}  # 512 tokens
     finally:
         ours.stop()
         stock.stop()
@@ -135,6 +138,44 @@ def test_anchored_requests_answer_and_say_applied(servers, case):
             assert set(json.loads(content)) == {"answer"}
         else:
             assert content.startswith("{")
+
+
+def chat(server, body: dict) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    response = post(server, body)
+    return response, time.perf_counter() - start
+
+
+def test_a_plain_request_beside_the_heaviest_anchored_one_is_answered_within_the_budget(servers):
+    """With serve's defaults (solve budget 2 s, 4096 visual tokens, max_iter up to 10000):
+    the heaviest solve those limits allow on this model (the reference iteration, eps at
+    float32's floor, max_iter 10000, a 512-token video) is cut by the budget, and says so
+    (converged false, stopped by budget); a plain text request sent meanwhile answers within
+    3 s; an ordinary anchored request is not cut."""
+    big = {"type": "video_url", "video_url": {"url": servers["big_video"]}}
+    heavy = {"model": servers["model"], "temperature": 0.0, "max_tokens": 2,
+             "messages": [{"role": "user", "content": [big, {"type": "text", "text": "How many chairs?"}]}],
+             "anchor": {"solver_mode": "reference", "eps": 2e-7, "max_iter": 10000}}
+    plain = {"model": servers["model"], "messages": TEXT, "temperature": 0.0, "max_tokens": 2}
+    chat(servers["ours"], plain)  # warm
+    with ThreadPoolExecutor(2) as pool:
+        anchored = pool.submit(chat, servers["ours"], heavy)
+        time.sleep(0.5)  # the solve is under way
+        plain_response, plain_seconds = chat(servers["ours"], plain)
+        response, _ = anchored.result()
+    assert plain_response.status_code == 200 and plain_seconds < 3.0, plain_seconds
+    assert response.status_code == 200, response.text
+    headers = response.headers
+    assert headers["x-videoanchor-anchor"] == "applied"
+    assert headers["x-videoanchor-solver-converged"] == "false"
+    assert headers["x-videoanchor-solver-stopped-by"] == "budget"
+    assert 0 < int(headers["x-videoanchor-solver-iterations"]) < 10000
+    video = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": servers["video"]}},
+                                          {"type": "text", "text": "How many chairs?"}]}]
+    ordinary, _ = chat(servers["ours"], {"model": servers["model"], "messages": video, "max_tokens": 2,
+                                         "anchor": True})
+    assert ordinary.headers["x-videoanchor-solver-converged"] == "true"
+    assert ordinary.headers["x-videoanchor-solver-stopped-by"] in ("distance", "residual")
 
 
 def test_both_servers_are_healthy_afterwards(servers):
