@@ -34,7 +34,7 @@ class AnchorSettings(BaseSettings):
     max_iter_limit: int = Field(10000, ge=1, description="largest `anchor.max_iter` a request may ask for")
     max_frames: int = Field(64, ge=1, description="largest `media_io_kwargs.video.num_frames` a request may ask for")
     solve_budget_seconds: float = Field(
-        0.0, ge=0, allow_inf_nan=False, json_schema_extra={"served_default": 2.0},
+        0.0, ge=0, allow_inf_nan=False, json_schema_extra={"served_default": 10.0},
         description="seconds one anchored item's (or joint group's) ADMM may run in the engine, whatever the "
         "request's knobs; past them it stops with the iterate it reached, which anchors the item (reported as "
         "converged false, stopped by budget). The engine steps no other request meanwhile. 0: no bound")

@@ -19,6 +19,7 @@ from vllm_videoanchor.testing import build_tiny_model
 
 pytestmark = pytest.mark.slow
 V1_LOG = "using the V1 model runner instead"  # vLLM's line where it finds no Triton
+BUDGET = 1.0  # seconds of solve budget (serve's other defaults): a 512-token reference solve exceeds it
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 8}}, "required": ["answer"],
           "additionalProperties": False}
 # the variables by which the tests (tests/conftest.py) ask for the interpreted Triton and V2
@@ -39,7 +40,8 @@ def servers(tmp_path_factory):
     common = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt",
               '{"video": 1}']
     env = user_environment()
-    ours = videoanchor_server(model, *common, log_path=root / "ours.log", env=env)
+    ours = videoanchor_server(model, *common, "--anchor-solve-budget-seconds", str(BUDGET), log_path=root / "ours.log",
+                              env=env)
     stock_port = free_port()
     stock = RemoteServer([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                           "--port", str(stock_port), *common], root / "stock.log", dict(env, VLLM_PLUGINS=""),
@@ -147,11 +149,11 @@ def chat(server, body: dict) -> tuple[httpx.Response, float]:
 
 
 def test_a_plain_request_beside_the_heaviest_anchored_one_is_answered_within_the_budget(servers):
-    """With serve's defaults (solve budget 2 s, 4096 visual tokens, max_iter up to 10000):
-    the heaviest solve those limits allow on this model (the reference iteration, eps at
-    float32's floor, max_iter 10000, a 512-token video) is cut by the budget, and says so
-    (converged false, stopped by budget); a plain text request sent meanwhile answers within
-    3 s; an ordinary anchored request is not cut."""
+    """With a 1 s solve budget and serve's other limits (4096 visual tokens, max_iter up to
+    10000): the heaviest solve those limits allow on this model (the reference iteration, eps
+    at float32's floor, max_iter 10000, a 512-token video: about 18 s unbounded) is cut by
+    the budget and says so (converged false, stopped by budget); a plain text request sent
+    meanwhile answers within the budget plus 2 s; an ordinary anchored request is not cut."""
     big = {"type": "video_url", "video_url": {"url": servers["big_video"]}}
     heavy = {"model": servers["model"], "temperature": 0.0, "max_tokens": 2,
              "messages": [{"role": "user", "content": [big, {"type": "text", "text": "How many chairs?"}]}],
@@ -163,7 +165,7 @@ def test_a_plain_request_beside_the_heaviest_anchored_one_is_answered_within_the
         time.sleep(0.5)  # the solve is under way
         plain_response, plain_seconds = chat(servers["ours"], plain)
         response, _ = anchored.result()
-    assert plain_response.status_code == 200 and plain_seconds < 3.0, plain_seconds
+    assert plain_response.status_code == 200 and plain_seconds < BUDGET + 2.0, plain_seconds
     assert response.status_code == 200, response.text
     headers = response.headers
     assert headers["x-videoanchor-anchor"] == "applied"
