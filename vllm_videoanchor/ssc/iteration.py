@@ -195,26 +195,22 @@ def iterate(ops, Y, step, mode: SolverMode, *, rho: float, eps: float | None, to
         del residual_y
         diff = ops.sub_(A, C)
         ops.add_scaled_(D2, diff, rho)
-        past_deadline = deadline is not None and n_iter < max_iter and time.monotonic() >= deadline
-        if not (check or window_end):
-            if past_deadline:
-                return Iterate(C, n_iter, residual, False, distance, "budget")
-            continue
-        # everything this point needs from the device, in one transfer
-        scalars = [ops.row_l1_max(diff)]
-        if mode.check_every == 1:  # the reference: read the E flag with the residual, every step
-            scalars.append(ops.flag(error.target()))
-        if window_end:
-            scalars += [ops.change_and_keep(previous, C), ops.norm(C)]
-        values = ops.host(*scalars)
-        residual = values[0]
-        if mode.check_every == 1:
-            e_nonzero = values[1] > 0
-        if window_end:
-            distance = estimate.update(values[-2], values[-1])
-        stopped_by = stops(mode, residual, distance, eps, tol) if check else None
-        if stopped_by:
-            return Iterate(C, n_iter, residual, True, distance, stopped_by)
-        if past_deadline:
+        if check or window_end:
+            # everything this point needs from the device, in one transfer
+            scalars = [ops.row_l1_max(diff)]
+            if mode.check_every == 1:  # the reference: read the E flag with the residual, every step
+                scalars.append(ops.flag(error.target()))
+            if window_end:
+                scalars += [ops.change_and_keep(previous, C), ops.norm(C)]
+            values = ops.host(*scalars)
+            residual = values[0]
+            if mode.check_every == 1:
+                e_nonzero = values[1] > 0
+            if window_end:
+                distance = estimate.update(values[-2], values[-1])
+            stopped_by = stops(mode, residual, distance, eps, tol) if check else None
+            if stopped_by:
+                return Iterate(C, n_iter, residual, True, distance, stopped_by)
+        if deadline is not None and n_iter < max_iter and time.monotonic() >= deadline:
             return Iterate(C, n_iter, residual, False, distance, "budget")
     return Iterate(C, n_iter, residual, False, distance, "max_iter")
