@@ -33,6 +33,13 @@ def served_defaults() -> AnchorSettings:
     return from_env.model_copy(update={k: v for k, v in served.items() if k not in from_env.model_fields_set})
 
 
+def _literal_values(annotation) -> tuple | None:
+    """A Literal's values, also of an optional one (Literal[...] | None)."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return next((get_args(arg) for arg in get_args(annotation) if get_origin(arg) is Literal), None)
+
+
 def _help(field, default) -> str:
     bounds = [f"{sign} {getattr(rule, name)}" for rule in field.metadata for name, sign in BOUNDS
               if getattr(rule, name, None) is not None]
@@ -49,8 +56,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, defaults: AnchorSettings
         if field.annotation is bool:
             default = "on" if default else "off"
             kind = {"choices": ("on", "off")}
-        elif get_origin(field.annotation) is Literal:
-            kind = {"choices": get_args(field.annotation)}
+        elif literals := _literal_values(field.annotation):
+            kind = {"choices": literals}
         elif field.annotation is int:
             kind = {"type": int, "metavar": "N"}  # not a number: argparse's own error, exit 2
         else:

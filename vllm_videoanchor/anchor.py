@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model,
 
 from .ssc import SparseSubspaceClustering, as_token_matrix, kmeans_labels
 from .ssc.admm import NO_ADMM, AdmmStats, forward_stats
-from .ssc.params import DTYPES, REQUEST_KNOBS, Knob, size_violation
+from .ssc.params import DEFAULTS, DTYPES, REQUEST_KNOBS, Knob, size_violation
 
 SCORE_EPS = 1e-5  # the reference's guard in (s_hat - min) / (max - min + 1e-5)
 # Largest alpha_q / alpha_k / alpha_v, 100x the paper's: a key gain of 1 + 1000 s already adds
@@ -138,11 +138,10 @@ class AnchorParams(_ParamsFields):
             message = _TOKEN_SET_MESSAGES[violation.knob].format(value=violation.value, limit=violation.limit)
             raise TokenSetError(message, violation.knob if violation.knob in type(self).model_fields else None)
 
-    def estimator(self, device=None, backend: str = "torch", time_budget: float | None = None
-                  ) -> SparseSubspaceClustering:
-        """The clustering estimator these parameters describe."""
-        knobs = self.model_dump(include=ESTIMATOR_FIELDS)
-        return SparseSubspaceClustering(**knobs, device=device, backend=backend, time_budget=time_budget)
+    def estimator(self, device=None, **how) -> SparseSubspaceClustering:
+        """The clustering estimator these parameters describe; `how` the solve runs (the
+        estimator's deployment parameters: backend, eigen_solver, time_budget)."""
+        return SparseSubspaceClustering(**self.model_dump(include=ESTIMATOR_FIELDS), device=device, **how)
 
 
 PAPER_VALUES = "the paper's values for InternVL2-8B (alpha_q, alpha_k, alpha_v = 4.0, 9.5, 2.5; 8 frames)"
@@ -220,10 +219,10 @@ class _Solve:
     stats: AdmmStats = NO_ADMM
 
 
-def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str, time_budget: float | None) -> _Solve:
+def _solve(tokens: torch.Tensor, params: AnchorParams, how: dict) -> _Solve:
     """Labels and scores as the method asks: SSC's clusters, k-means clusters, or none."""
     if params.method == "ssc":
-        est = params.estimator(backend=backend, time_budget=time_budget).fit(tokens)
+        est = params.estimator(**how).fit(tokens)
         return _Solve(shared_expression_score(est.coef_, est.labels_, params.score), est.labels_, est.stats_)
     X = as_token_matrix(tokens, "tokens", dtype=DTYPES[params.dtype])
     if params.method == "uniform":
@@ -233,23 +232,24 @@ def _solve(tokens: torch.Tensor, params: AnchorParams, backend: str, time_budget
     if not params.solves_admm:  # score="size": no self-expression needed
         return _Solve(shared_expression_score(None, labels, "size", X.dtype), labels)
     # one cluster makes the spectral step a no-op: the coefficients without clustering
-    est = params.model_copy(update={"n_clusters": 1}).estimator(backend=backend, time_budget=time_budget).fit(X)
+    est = params.model_copy(update={"n_clusters": 1}).estimator(**how).fit(X)
     return _Solve(shared_expression_score(est.coef_, labels, params.score), labels, est.stats_)
 
 
 def compute_anchor_gains(
-    tokens: torch.Tensor, params: AnchorParams | None = None, *, backend: str = "torch",
-    time_budget: float | None = None,
+    tokens: torch.Tensor, params: AnchorParams | None = None, *, backend: str = DEFAULTS["backend"],
+    eigen_solver: str = DEFAULTS["eigen_solver"], time_budget: float | None = None,
 ) -> AnchorGains:
     """Scores and gains for the visual tokens (N, D) of one request, on the tokens' device.
-    `time_budget`: seconds the ADMM may run (its stats then say "budget"); None: no bound."""
+    backend, eigen_solver: how the solve runs (SparseSubspaceClustering's); `time_budget`:
+    seconds the ADMM may run (its stats then say "budget"); None: no bound."""
     params = AnchorParams() if params is None else params
     if not isinstance(params, AnchorParams):
         raise TypeError(f"params must be an AnchorParams, got {type(params).__name__}")
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     start = time.perf_counter()
-    solve = _solve(tokens, params, backend, time_budget)
+    solve = _solve(tokens, params, dict(backend=backend, eigen_solver=eigen_solver, time_budget=time_budget))
     score = solve.score
     if score.is_cuda:
         torch.cuda.synchronize(score.device)

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .ssc.params import ASSIGN_LABELS, DEFAULTS, EIGEN_SOLVERS
+
 ENV_PREFIX = "VIDEOANCHOR_"
 
 
@@ -41,6 +43,12 @@ class AnchorSettings(BaseSettings):
     solver_backend: Literal["torch", "cupy"] = Field(
         "torch", description="array library of the SSC solve (cupy: GPU engines with CuPy installed; the ADMM "
         "loop is the same code)")
+    eigen_solver: Literal[EIGEN_SOLVERS] = Field(
+        DEFAULTS["eigen_solver"], description="eigensolver of the spectral step (auto: dense eigh for small token "
+        "sets, subspace iteration beyond, both in torch on the solver's device; arpack: scipy on the host)")
+    assign_labels: Literal[ASSIGN_LABELS] | None = Field(
+        None, description="label assignment of the spectral step for anchored requests that do not name one "
+        "(`anchor.assign_labels`); unset: the request option's default, discretize")
     solve_log: str | None = Field(
         None, description="SQLite file where engines report each solve to the server (serve: a new temporary "
         "file unless set)")
@@ -52,6 +60,10 @@ class AnchorSettings(BaseSettings):
     @classmethod
     def _one_key_a_line(cls, value):
         return tuple(key for key in value.split("\n") if key) if isinstance(value, str) else value
+
+    def request_defaults(self) -> dict[str, object]:
+        """Anchor fields this deployment sets for requests that do not name them."""
+        return {} if self.assign_labels is None else {"assign_labels": self.assign_labels}
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in another process."""

@@ -50,6 +50,22 @@ def test_model_defaults_sit_under_the_request_fields(monkeypatch):
         parse_anchor_option({"alpha_k": -2}, "TestArch")
 
 
+def test_the_deployments_assignment_sits_between_the_model_row_and_the_request(monkeypatch):
+    """--anchor-assign-labels (AnchorSettings.assign_labels) is the default of requests that
+    do not name one; a request's own field wins; unset, AnchorParams' default."""
+    from vllm_videoanchor.settings import AnchorSettings
+
+    deployment = AnchorSettings(assign_labels="cluster_qr").request_defaults()
+    assert AnchorSettings().request_defaults() == {}
+    assert parse_anchor_option(True, None, deployment).assign_labels == "cluster_qr"
+    assert parse_anchor_option({"n_clusters": 3}, None, deployment) == AnchorParams(
+        n_clusters=3, assign_labels="cluster_qr")
+    assert parse_anchor_option({"assign_labels": "kmeans"}, None, deployment).assign_labels == "kmeans"
+    assert parse_anchor_option(True, None, {}).assign_labels == "discretize"
+    params, _ = split_anchor_option({"anchor": True}, None, deployment)
+    assert ItemOption.from_tensor(ItemOption(params).to_tensor()).params.assign_labels == "cluster_qr"
+
+
 def test_every_anchored_architecture_has_a_defaults_row():
     assert set(vllm_videoanchor.ANCHORED_MODELS) <= set(anchor.MODEL_DEFAULTS)
     published = {name for name, row in anchor.MODEL_DEFAULTS.items() if row.frames is not None}

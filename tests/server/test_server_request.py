@@ -211,6 +211,8 @@ def test_serve_flags_are_generated_from_the_settings_fields():
             assert actions[name].option_strings == [flag_name(name)]
             assert actions[name].help.startswith(field.description)
     assert actions["solver_backend"].choices == ("torch", "cupy")
+    assert actions["assign_labels"].choices == ("discretize", "cluster_qr", "kmeans")  # an optional Literal
+    assert actions["assign_labels"].option_strings == ["--anchor-assign-labels"]
     assert actions["anchor_default"].choices == ("on", "off") and actions["anchor_default"].default == "off"
     assert actions["max_frames"].help.endswith("(>= 1, default: 64)")
     assert actions["max_visual_tokens"].default == 4096 and SETTINGS.max_visual_tokens == 0  # served vs offline

@@ -247,7 +247,7 @@ def test_ablations_are_deterministic(random_tokens):
 # --- one declaration of the SSC knobs (ssc/params.py) -------------------------------------
 
 SSC_FIELDS = ("n_clusters", "rho", "alpha_e", "alpha_z", "eps", "max_iter", "affine", "pca_rank",
-              "random_state", "solver", "solver_mode", "dtype")
+              "random_state", "assign_labels", "solver", "solver_mode", "dtype")
 
 
 def _keyword_defaults(function, skip=()):
@@ -272,7 +272,7 @@ def test_ssc_defaults_agree_everywhere():
     assert _keyword_defaults(admm_ssc_xp, skip=("xp", "time_budget")) == admm_knobs
     assert _keyword_defaults(kmeans_labels) == {name: estimator[name] for name in ("random_state", "pca_rank")}
     assert _keyword_defaults(spectral_clustering) == {
-        name: estimator[name] for name in ("random_state", "eigen_solver")}
+        name: estimator[name] for name in ("random_state", "eigen_solver", "assign_labels")}
     assert set(estimator) == set(DEFAULTS) | {"device", "time_budget"}
     assert {name: estimator[name] for name in DEFAULTS} == DEFAULTS
     for name, value in anchor.items():  # the kinds too: option.py decodes by annotation

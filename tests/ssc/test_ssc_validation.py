@@ -63,7 +63,8 @@ def test_bad_input(X, message):
         (dict(dtype="float16"), "dtype"),
         (dict(solver="magic"), "solver"),
         (dict(backend="jax"), "backend"),
-        (dict(eigen_solver="eigh"), "eigen_solver"),
+        (dict(eigen_solver="lobpcg"), "eigen_solver"),
+        (dict(assign_labels="amg"), "assign_labels"),
     ],
 )
 def test_bad_parameters(params, message):
@@ -96,7 +97,9 @@ def test_cupy_backend_needs_cuda_tensors():
         (dict(dtype="float16"), "dtype must be one of ('float32', 'float64'), got 'float16'"),
         (dict(solver="magic"), "solver must be one of ('auto', 'dense', 'lowrank'), got 'magic'"),
         (dict(backend="jax"), "backend must be one of ('torch', 'cupy'), got 'jax'"),
-        (dict(eigen_solver="eigh"), "eigen_solver must be one of ('arpack', 'lobpcg'), got 'eigh'"),
+        (dict(eigen_solver="lobpcg"),
+         "eigen_solver must be one of ('auto', 'eigh', 'subspace', 'arpack'), got 'lobpcg'"),
+        (dict(assign_labels="amg"), "assign_labels must be one of ('discretize', 'cluster_qr', 'kmeans'), got 'amg'"),
         (dict(pca_rank=7), "pca_rank=7 must be <= min(n_samples, n_features)=6"),
     ],
 )
@@ -117,8 +120,10 @@ def test_every_entry_point_checks_with_the_same_words():
         lowrank = "solver='lowrank' needs fewer features than samples (got 10 >= 6)"
         with pytest.raises(ValueError, match=re.escape(lowrank)):
             solve(Y.T.contiguous(), solver="lowrank")  # 10 x 6
-    with pytest.raises(ValueError, match=re.escape("eigen_solver must be one of ('arpack', 'lobpcg')")):
-        spectral_clustering(torch.zeros(4, 4), 2, eigen_solver="eigh")
+    with pytest.raises(ValueError, match=re.escape("eigen_solver must be one of ('auto', 'eigh', 'subspace',")):
+        spectral_clustering(torch.zeros(4, 4), 2, eigen_solver="lobpcg")
+    with pytest.raises(ValueError, match=re.escape("assign_labels must be one of ('discretize', 'cluster_qr',")):
+        spectral_clustering(torch.zeros(4, 4), 2, assign_labels="amg")
     with pytest.raises(ValueError, match=re.escape("n_clusters=11 must be <= n_samples=10")):
         kmeans_labels(torch.tensor(good_data()), 11)
 

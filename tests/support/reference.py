@@ -196,3 +196,16 @@ def spectral_labels(C, n_clusters, seed=0):
     W = np.abs(C) + np.abs(C).T
     model = SpectralClustering(n_clusters, affinity="precomputed", random_state=seed)
     return model.fit_predict(W)
+
+
+def video_coefficients(n, seed=0):
+    """A coefficient matrix like the fast ADMM's on a video (n tokens, 24 groups, about 40 %
+    non-zero, columns summing to 1), built directly (torch float32), and the groups."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    group = torch.randint(0, 24, (n,), generator=generator)
+    same = (group[:, None] == group[None, :]).float()
+    C = torch.rand(n, n, generator=generator) * (torch.rand(n, n, generator=generator) < 0.4) * (0.05 + same)
+    C.fill_diagonal_(0)
+    return C / C.sum(dim=0, keepdim=True), group

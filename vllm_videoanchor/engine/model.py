@@ -72,7 +72,7 @@ class AnchorModelMixin:
         for _, impl, _ in compat.decoder_attention_layers(self):
             if isinstance(impl, AnchoredForwardMixin):
                 impl.gain_state = self._gains
-        self._solver_backend = settings.solver_backend
+        self._solve_how = dict(backend=settings.solver_backend, eigen_solver=settings.eigen_solver)
         self._solve_budget = settings.solve_budget_seconds or None
         # the decode side of encoder disaggregation never solves (its anchored items arrive
         # solved from the encoder instance); an item that did not arrive is served plain
@@ -142,8 +142,7 @@ class AnchorModelMixin:
         if self._decode_only:
             return self._fail(digest, DECODE_ONLY)
         try:
-            gains = compute_anchor_gains(tokens.float(), params, backend=self._solver_backend,
-                                         time_budget=self._solve_budget)
+            gains = compute_anchor_gains(tokens.float(), params, **self._solve_how, time_budget=self._solve_budget)
         except Exception as exc:  # noqa: BLE001 - whatever the solver raises, the step goes on
             return self._fail(digest, f"{type(exc).__name__}: {exc}")
         record_solve(gains.seconds, gains.n_iter, gains.converged)

@@ -39,17 +39,20 @@ def _literal_choices(name: str) -> tuple | None:
     return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
 
 
-def parse_anchor_option(value: object, architecture: str | None = None) -> AnchorParams | None:
-    """None when anchoring is off; AnchorParams (the architecture's defaults under the given
-    fields) otherwise. ValueError names the bad field."""
+def parse_anchor_option(
+    value: object, architecture: str | None = None, defaults: Mapping[str, object] | None = None
+) -> AnchorParams | None:
+    """None when anchoring is off; AnchorParams otherwise: the architecture's defaults, the
+    deployment's `defaults` (AnchorSettings.request_defaults) and the given fields, in that
+    order. ValueError names the bad field."""
     if value is None or value is False:
         return None
     if value is True:
-        return params_for_model(architecture)
+        return params_for_model(architecture, dict(defaults or {}))
     if isinstance(value, AnchorParams):
         return value
-    if isinstance(value, Mapping):
-        return params_for_model(architecture, dict(value))  # pydantic.ValidationError is a ValueError
+    if isinstance(value, Mapping):  # pydantic.ValidationError is a ValueError
+        return params_for_model(architecture, {**(defaults or {}), **value})
     raise ValueError(
         f"{ANCHOR_KEY} must be true, false or an object of anchor parameters, "
         f"got {type(value).__name__}"
@@ -57,11 +60,11 @@ def parse_anchor_option(value: object, architecture: str | None = None) -> Ancho
 
 
 def split_anchor_option(
-    kwargs: Mapping[str, object], architecture: str | None = None
+    kwargs: Mapping[str, object], architecture: str | None = None, defaults: Mapping[str, object] | None = None
 ) -> tuple[AnchorParams | None, dict]:
     """The parsed option and the remaining processor kwargs (without ours)."""
     rest = {k: v for k, v in kwargs.items() if k not in (ANCHOR_KEY, REQUEST_TAG_KEY)}
-    return parse_anchor_option(kwargs.get(ANCHOR_KEY), architecture), rest
+    return parse_anchor_option(kwargs.get(ANCHOR_KEY), architecture, defaults), rest
 
 
 def hashed_option(params: AnchorParams) -> dict:

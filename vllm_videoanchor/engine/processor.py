@@ -61,7 +61,7 @@ class AnchorProcessorMixin:
         afterwards records the digests of the request's anchored items under the tag."""
         kwargs = dict(inputs.hf_processor_mm_kwargs)
         tag = kwargs.pop(REQUEST_TAG_KEY, None)
-        params, rest = split_anchor_option(kwargs, compat.architecture(self.info))
+        params, rest = split_anchor_option(kwargs, compat.architecture(self.info), self.settings.request_defaults())
         if params is not None:
             rest[ANCHOR_KEY] = hashed_option(params)
         result = super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=rest), timing_ctx)
@@ -93,7 +93,7 @@ class AnchorProcessorMixin:
     def _get_hf_mm_inputs(self, mm_items, hf_kwargs: Mapping[str, object]):
         """The Hugging Face inputs without our kwargs; the parsed option rides along as
         passthrough data. An engine that cannot anchor refuses here, before it runs."""
-        params, rest = split_anchor_option(hf_kwargs, compat.architecture(self.info))
+        params, rest = split_anchor_option(hf_kwargs, compat.architecture(self.info), self.settings.request_defaults())
         if params is not None:
             reason = request_refusal(self.info)
             if reason:

@@ -55,7 +55,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
     Attributes
     ----------
     coef_ : (n_samples, n_samples), X ~ coef_ @ X, zero diagonal (the transpose of C).
-    labels_, affinity_matrix_ (scipy sparse), stats_ (AdmmStats), and stats_'s fields as
+    labels_, affinity_matrix_ (W = |C| + |C|^T, dense), stats_ (AdmmStats), and stats_'s fields as
     n_iter_, converged_, lambda_e_, lambda_z_, residual_, solver_mode_, distance_ (the
     estimated relative distance ||C - C*||_F / ||C||_F to the optimum where the ADMM stopped),
     stopped_by_ (what ended it: "distance", "residual", "max_iter" or "budget").
@@ -81,6 +81,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         solver_mode=DEFAULTS["solver_mode"],
         backend=DEFAULTS["backend"],
         eigen_solver=DEFAULTS["eigen_solver"],
+        assign_labels=DEFAULTS["assign_labels"],
         time_budget=None,
     ):
         # scikit-learn convention: store untouched, validate in fit
@@ -100,6 +101,7 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         self.solver_mode = solver_mode
         self.backend = backend
         self.eigen_solver = eigen_solver
+        self.assign_labels = assign_labels
         self.time_budget = time_budget
 
     def _check_params(self, n_samples: int, n_features: int) -> None:
@@ -120,18 +122,16 @@ class SparseSubspaceClustering(ClusterMixin, BaseEstimator):
         else:
             result = admm_ssc(Y, **knobs, time_budget=self.time_budget)
         labels, affinity = spectral_clustering(
-            result.C, self.n_clusters, self.random_state, self.eigen_solver
+            result.C, self.n_clusters, self.random_state, self.eigen_solver, self.assign_labels
         )
 
         coef = result.C.T
         self.stats_ = result.stats
-        self.affinity_matrix_ = affinity
         if return_torch:
-            self.coef_ = coef
-            self.labels_ = torch.as_tensor(labels, device=coef.device)
+            self.coef_, self.labels_, self.affinity_matrix_ = coef, labels, affinity
         else:
-            self.coef_ = coef.cpu().numpy()
-            self.labels_ = labels
+            self.coef_, self.labels_, self.affinity_matrix_ = (
+                tensor.cpu().numpy() for tensor in (coef, labels, affinity))
         return self
 
 

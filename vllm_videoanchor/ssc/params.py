@@ -21,7 +21,8 @@ SOLVERS = ("auto", "dense", "lowrank")
 SOLVER_MODES = ("fast", "reference")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 BACKENDS = ("torch", "cupy")
-EIGEN_SOLVERS = ("arpack", "lobpcg")
+EIGEN_SOLVERS = ("auto", "eigh", "subspace", "arpack")
+ASSIGN_LABELS = ("discretize", "cluster_qr", "kmeans")
 # mu_e is the second largest column norm, and a token needs another one to express it
 MIN_TOKENS = 2
 
@@ -77,7 +78,11 @@ KNOBS = (
     Knob("affine", True, bool, doc="affine subspaces: 1^T C = 1^T"),
     Knob("pca_rank", 0, int, ">= 0", doc="PCA to this many dimensions first (0: none)"),
     Knob("random_state", 0, int, ">= 0",
-         doc="seed of the spectral step (eigensolver start vector, k-means) and of the kmeans ablation"),
+         doc="seed of the spectral step (eigensolver start block, discretize's first rotation row, k-means) and "
+             "of the kmeans ablation"),
+    Knob("assign_labels", "discretize", str, choices=ASSIGN_LABELS,
+         doc="how the spectral embedding becomes labels: discretize (the method's official code, which leaves "
+             "it unseeded; here seeded by random_state), cluster_qr (no randomness) or kmeans (seeded k-means)"),
     Knob("solver", "auto", str, choices=SOLVERS,
          doc="dense (explicit inverse), lowrank (Woodbury; fewer rows than tokens) or auto (fewer flops)"),
     Knob("solver_mode", "fast", str, choices=SOLVER_MODES,
@@ -94,8 +99,10 @@ KNOBS = (
              "mode's (fast 2e-2; reference none: it stops on eps)"),
     Knob("backend", "torch", str, choices=BACKENDS, request=False,
          doc="torch, or cupy (CUDA only, needs CuPy installed)"),
-    Knob("eigen_solver", "arpack", str, choices=EIGEN_SOLVERS, request=False,
-         doc="arpack (scipy on the sparse affinity, CPU) or lobpcg (torch, on the solver's device)"),
+    Knob("eigen_solver", "auto", str, choices=EIGEN_SOLVERS, request=False,
+         doc="top eigenvectors of the normalised affinity: eigh (dense) or subspace (Chebyshev-filtered "
+             "subspace iteration), in torch on the solver's device; arpack (scipy, on the host); auto: eigh "
+             "for small token sets, subspace beyond"),
 )
 KNOB = {knob.name: knob for knob in KNOBS}
 DEFAULTS = {knob.name: knob.default for knob in KNOBS}
