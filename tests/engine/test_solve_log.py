@@ -114,3 +114,23 @@ def test_tables_are_bounded():
         items.note_request(f"t{i}", [])
     assert len(items) == items.BOUND
     assert items.take_request("t0") == [] and items.take_request("t9") == []
+
+
+def test_a_distance_is_reported_only_where_it_means_what_it_says():
+    """After a stop on the residual the distance estimate has not settled (the demo's header
+    said 0.257 where tol is 0.02): the outcome says which test stopped the solve and leaves
+    the distance out; after the distance test it is below tol."""
+    import official
+
+    from vllm_videoanchor.anchor import AnchorParams, compute_anchor_gains
+    from vllm_videoanchor.ssc.params import SOLVER_MODE
+
+    tokens = torch.tensor(np.random.default_rng(0).standard_normal((40, 16)), dtype=torch.float32)
+    by_residual = compute_anchor_gains(tokens, AnchorParams(n_clusters=3, solver_mode="reference"))
+    assert by_residual.stopped_by == "residual" and by_residual.distance is not None
+    outcome = SolveOutcome.of(by_residual)
+    assert (outcome.stopped_by, outcome.distance, outcome.iterations) == ("residual", None, by_residual.n_iter)
+    video = torch.tensor(official.video_tokens(frames=4), dtype=torch.float32)
+    by_distance = compute_anchor_gains(video, AnchorParams(n_clusters=3))
+    assert by_distance.stopped_by == "distance"
+    assert SolveOutcome.of(by_distance).distance == by_distance.distance < SOLVER_MODE["fast"].tol

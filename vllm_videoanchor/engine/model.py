@@ -148,8 +148,7 @@ class AnchorModelMixin:
         record_solve(gains.seconds, gains.n_iter, gains.converged)
         # the map first: a server that sees the outcome finds the map too
         self._solve_log.record_anchors(digest, gains.score, gains.labels)
-        self._solve_log.record(digest, SolveOutcome(gains.seconds, gains.n_iter, gains.converged,
-                                                    distance=gains.distance, stopped_by=gains.stopped_by))
+        self._solve_log.record(digest, SolveOutcome.of(gains))
         if logger.isEnabledFor(logging.DEBUG):  # how tensor-parallel ranks are compared
             logger.debug("anchor: item %012x gains %012x, %d iterations, %.4f s", digest,
                          content_digest(gains.gain_k, gains.gain_v), gains.n_iter, gains.seconds)

@@ -57,8 +57,16 @@ class SolveOutcome:
     iterations: int = 0
     converged: bool = False
     error: str | None = None  # why the item was served plain; None when anchored
-    distance: float | None = None  # the ADMM's estimated ||C - C*||_F / ||C||_F where it stopped (None: not given)
+    # the ADMM's estimated ||C - C*||_F / ||C||_F where it stopped; None: not given, or the
+    # solve stopped on its residual, where the estimate had not settled (it can be far above tol)
+    distance: float | None = None
     stopped_by: str | None = None  # what ended the ADMM (ssc.iteration.STOPS, "none": no ADMM; None: not given)
+
+    @classmethod
+    def of(cls, gains) -> SolveOutcome:
+        """The outcome of a solve that anchored its item (anchor.AnchorGains)."""
+        distance = None if gains.stopped_by == "residual" else gains.distance
+        return cls(gains.seconds, gains.n_iter, gains.converged, distance=distance, stopped_by=gains.stopped_by)
 
     @property
     def applied(self) -> bool:
