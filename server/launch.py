@@ -19,6 +19,7 @@ import tempfile
 
 from vllm_videoanchor.settings import AnchorSettings
 
+from .media import POLICIES, POLICY_ENV, policy_from_env
 from .settings_flags import add_settings_flags, served_defaults, settings_from_flags
 
 MIDDLEWARE = "vllm_videoanchor_server.middleware.AnchorMiddleware"
@@ -41,6 +42,11 @@ def serve_parser(defaults: AnchorSettings) -> argparse.ArgumentParser:
                         "decode instance prefill and decode; put `vllm-videoanchor router` in front)")
     parser.add_argument("--anchor-ec-path", help="directory the encoder and decode instances share, where vLLM's "
                         "EC connector leaves encoder outputs (with their gains); required with --anchor-role")
+    parser.add_argument("--media-urls", choices=POLICIES, default=policy_from_env(),
+                        help="which http(s) media URLs the server fetches: any (vLLM's rules: --allowed-media-domains) "
+                        "or public (hosts that are or resolve to loopback, private, link-local or other "
+                        "non-global addresses are refused with a 400; redirects off unless "
+                        f"VLLM_MEDIA_URL_ALLOW_REDIRECTS is set). Default: ${POLICY_ENV}, else any")
     parser.add_argument("--api-key", nargs="+", action="extend", help="passed to vLLM; also guards our layer")
     return parser
 
@@ -92,6 +98,9 @@ def server_command(argv: list[str], on_cuda: bool | None = None) -> tuple[list[s
     if args.api_key:
         command += ["--api-key", *args.api_key]
     env = settings.to_env()
+    env[POLICY_ENV] = args.media_urls
+    if args.media_urls == "public" and "VLLM_MEDIA_URL_ALLOW_REDIRECTS" not in os.environ:
+        env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"  # a public URL must not redirect the fetch inward
     if args.anchor_role == "encoder":  # loads vLLM, as the flags above do
         from vllm_videoanchor.engine.compat import encoder_instance_env
 

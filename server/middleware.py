@@ -42,6 +42,8 @@ from prometheus_client import Counter
 from vllm_videoanchor.engine.solve_log import REQUEST_ITEMS, SolveLog
 from vllm_videoanchor.settings import process_settings
 
+from . import openapi
+from .media import check_media_urls, media_urls, policy_from_env
 from .request import RequestError, error_body, rewrite_request
 
 # the routes whose bodies are rewritten and checked (rewrite_request); /invocations takes a
@@ -77,8 +79,11 @@ class AnchorMiddleware:
         self.settings = process_settings()
         self.solve_log = SolveLog(self.settings.solve_log)
         self.api_keys = _api_keys(self.settings)
+        self.media_policy = policy_from_env()
 
     async def __call__(self, scope, receive, send):
+        if "app" in scope:  # the FastAPI app (Starlette puts it in every scope, lifespan's first)
+            openapi.install(scope["app"], self.settings)
         if (scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path", "").startswith(EXPLAIN_ROUTE)
                 and _authorized(scope, self.api_keys)):  # unauthorized: vLLM's check answers 401
             return await self._explain(scope["path"][len(EXPLAIN_ROUTE):], send)
@@ -90,9 +95,13 @@ class AnchorMiddleware:
         tag = uuid.uuid4().hex
         try:
             request = json.loads(body)
+        except UnicodeDecodeError:  # FastAPI would answer {"detail": ...}, not OpenAI's error format
+            REJECTED.inc()
+            return await _send_error(send, "the request body is not JSON text (UTF-8, -16 or -32)", None)
         except ValueError:
             return await self.app(scope, _replay(body, receive), send)  # vLLM answers bad JSON itself
         try:
+            await self._check_media(scope, request)
             rewritten, decision = rewrite_request(request, self.settings, tag)
         except RequestError as exc:
             REJECTED.inc()
@@ -121,7 +130,13 @@ class AnchorMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, _replay(body, receive), send_with_headers)
+            if isinstance(rewritten, dict) and not rewritten.get("stream"):
+                retry = _RetryOnce(send_with_headers)
+                await self.app(scope, _replay(body, receive), retry)
+                if retry.wanted:  # vLLM dropped the stale cache entries: the same request again
+                    await self.app(scope, _replay(body, receive), send_with_headers)
+            else:
+                await self.app(scope, _replay(body, receive), send_with_headers)
         finally:
             REQUEST_ITEMS.take_request(tag)  # never left behind (errors, disconnects)
 
@@ -134,16 +149,34 @@ class AnchorMiddleware:
         except ValueError:
             request = None
         found = guarded_keys(request)
-        if not found:
-            return await self.app(scope, _replay(body, receive), send)
-        REJECTED.inc()
         path = scope.get("path", "")
-        message = (f"{path} does not accept {', '.join(repr(k) for k in found)}: anchoring and media options are "
-                   f"served on {', '.join(ROUTES)}")
+        if found:
+            message = (f"{path} does not accept {', '.join(repr(k) for k in found)}: anchoring and media options "
+                       f"are served on {', '.join(ROUTES)}")
+            param = found[0]
+        else:
+            try:
+                await self._check_media(scope, request)
+            except RequestError as exc:
+                message, param = str(exc), exc.param
+            else:
+                return await self.app(scope, _replay(body, receive), send)
+        REJECTED.inc()
         if path in ANTHROPIC_ROUTES:
             error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
             return await _send_body(send, 400, json.dumps(error).encode())
-        return await _send_error(send, message, found[0])
+        return await _send_error(send, message, param)
+
+    async def _check_media(self, scope, request) -> None:
+        """RequestError for a media URL this server must not fetch (server/media.py): file://
+        without vLLM's --allowed-local-media-path; with the `public` policy, hosts that are
+        not globally routable. Host names are resolved off the event loop."""
+        if not any(True for _ in media_urls(request)):
+            return
+        args = getattr(getattr(scope.get("app"), "state", None), "args", None)
+        # vLLM's own setting; where it cannot be read, file:// URLs are left to vLLM
+        local_media = bool(getattr(args, "allowed_local_media_path", None)) if args is not None else True
+        await asyncio.to_thread(check_media_urls, request, self.media_policy, local_media)
 
     async def _anchor_headers(self, decision, tag: str, status: int) -> list[tuple[bytes, bytes]]:
         """What happened to anchoring, from the engines' reports on the request's items."""
@@ -203,6 +236,42 @@ class AnchorMiddleware:
                 break
             await asyncio.sleep(0.05)
         return outcomes
+
+
+# vLLM's answer to a request that ended with finish_reason "error", which it defines as a
+# retryable request-level failure: in vLLM 0.32 a multimodal cache drift between the API
+# server and the engine (an item whose request failed validation after its processing, sent
+# again; MultiModalCacheMissError), which vLLM answers 500 and heals by dropping the stale
+# entries for the retry
+RETRYABLE_ERROR = {"message": "Internal server error", "type": "InternalServerError", "param": None, "code": 500}
+
+
+class _RetryOnce:
+    """A send() for a non-streamed response: passes it on, unless it is RETRYABLE_ERROR, which
+    it swallows once (`wanted`: the caller runs the request again)."""
+
+    def __init__(self, send):
+        self.send, self.wanted, self._start = send, False, None
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start" and message.get("status") == 500:
+            self._start = message  # held: it may be the retryable error
+            return
+        if self._start is not None and message["type"] == "http.response.body":
+            start, self._start = self._start, None
+            body = message.get("body", b"")
+            if not message.get("more_body") and _is_retryable(body):
+                self.wanted = True
+                return
+            await self.send(start)
+        await self.send(message)
+
+
+def _is_retryable(body: bytes) -> bool:
+    try:
+        return json.loads(body).get("error") == RETRYABLE_ERROR
+    except (ValueError, AttributeError):
+        return False
 
 
 def guarded_keys(request) -> list[str]:

@@ -71,6 +71,9 @@ def parse_anchor(value: Any, settings: AnchorSettings) -> AnchorParams | None:
         raise RequestError(str(exc), ANCHOR_KEY) from None
     if params is None:
         return None
+    if "max_iter" not in params.model_fields_set and params.max_iter > settings.max_iter_limit:
+        # the limit bounds what a request may ask for; one that asks nothing gets the limit
+        return params.model_copy(update={"max_iter": settings.max_iter_limit})
     if params.max_iter > settings.max_iter_limit:
         raise RequestError(f"{ANCHOR_KEY}.max_iter={params.max_iter} exceeds this server's limit of "
                            f"{settings.max_iter_limit}", f"{ANCHOR_KEY}.max_iter")
