@@ -60,9 +60,6 @@ def union_tokens():
     return X, truth
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
 def pytest_report_header(config):
     """The CI log says which runner the engine tests ran (vLLM logs "Using V2 Model Runner"
     in each engine process; engine tests also assert it from the engine's config)."""

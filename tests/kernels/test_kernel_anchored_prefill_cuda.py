@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import requires_cuda
+from markers import requires_cuda
 from fresh_process import triton_mode
 
 pytestmark = [pytest.mark.cuda, requires_cuda]

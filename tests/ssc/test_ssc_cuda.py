@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import reference
 import torch
-from conftest import requires_cuda
+from markers import requires_cuda
 
 from vllm_videoanchor.ssc import SparseSubspaceClustering, cupy_available
 
