@@ -19,7 +19,6 @@ os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
 import numpy as np
 import pytest
 import reference
-import torch
 
 
 def pytest_collection_finish(session):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from markers import requires_cuda
 from fresh_process import triton_mode
+from markers import requires_cuda
 
 pytestmark = [pytest.mark.cuda, requires_cuda]
 
