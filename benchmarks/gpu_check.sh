@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check for a machine with torch, Triton and CuPy but no vLLM (under 9 minutes on an
 # H100/H200): the CUDA tests of the solver and of the anchored attention kernel, then the
-# kernel benchmark against torch's flash SDPA and the solver benchmarks (torch vs CuPy, TF32,
-# the solver modes), as tables. It runs on
+# kernel benchmark against torch's flash SDPA, the solver benchmarks (torch vs CuPy, TF32,
+# the solver modes) and the spectral step (device vs host, up to N = 16384), as tables. It runs on
 # a bare image (torch, Triton, NumPy, SciPy, scikit-learn, pytest; CuPy and pydantic optional):
 # each step runs even when another fails, and the script's status says whether all passed.
 #
@@ -44,11 +44,15 @@ if [ "$SMOKE" = 1 ]; then
     BACKENDS_ARGS=(--smoke)
     SSC_ARGS=(--device cpu --sizes 128 --features 256 --pca 0 --n-clusters 4)
     MODES_ARGS=(--device cpu --modes --mode-shapes 64x128)
+    SPECTRAL_ARGS=(--device cpu --sizes 64 300 --features 64 --n-clusters 4)
+    SPECTRAL_TF32_ARGS=(--device cpu --sizes 64 --features 64 --n-clusters 4)
 else
     KERNEL_ARGS=()
     BACKENDS_ARGS=()
     SSC_ARGS=(--device cuda --sizes 2048 4096 --features 4096 --pca 0 --baseline-budget 10)
     MODES_ARGS=(--device cuda --modes --mode-shapes 512x2048)
+    SPECTRAL_ARGS=(--device cuda --sizes 2048 4096 16384 --features 4096)
+    SPECTRAL_TF32_ARGS=(--device cuda --sizes 2048 16384 --features 4096 --tf32 --host-max 0)
 fi
 
 "$PY" - <<'EOF' | tee "$OUT/device.txt"
@@ -75,5 +79,9 @@ timeout $((120 * SCALE)) "$PY" benchmarks/attention_kernel.py "${KERNEL_ARGS[@]}
 timeout $((150 * SCALE)) "$PY" benchmarks/ssc_backends.py "${BACKENDS_ARGS[@]}" 2>&1 | tee "$OUT/ssc_backends.md" || status=1
 timeout $((60 * SCALE)) "$PY" benchmarks/ssc.py "${SSC_ARGS[@]}" 2>&1 | tee "$OUT/ssc.md" || status=1
 timeout $((60 * SCALE)) "$PY" benchmarks/ssc.py "${MODES_ARGS[@]}" 2>&1 | tee "$OUT/ssc_modes.md" || status=1
+# the spectral step on the device vs the host path, solve + spectral up to N = 16384, TF32
+timeout $((120 * SCALE)) "$PY" benchmarks/spectral.py "${SPECTRAL_ARGS[@]}" 2>&1 | tee "$OUT/spectral.md" || status=1
+timeout $((60 * SCALE)) "$PY" benchmarks/spectral.py "${SPECTRAL_TF32_ARGS[@]}" 2>&1 \
+    | tee "$OUT/spectral_tf32.md" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo passed || echo FAILED); results in $OUT"
 exit $status

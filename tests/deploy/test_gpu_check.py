@@ -45,6 +45,9 @@ def test_smoke_runs_every_step_and_writes_the_tables(tmp_path):
     assert "| 128 | 256 | - |" in (out / "ssc.md").read_text()
     modes = (out / "ssc_modes.md").read_text()
     assert all(f"| {family} | 64 | 128 |" in modes for family in ("subspaces", "near_duplicates", "noise"))
+    spectral = (out / "spectral.md").read_text()
+    assert "| 64 | 64 |" in spectral and "| 300 | 64 |" in spectral  # 300: past the dense-eigh limit
+    assert "| 64 | 64 |" in (out / "spectral_tf32.md").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
