@@ -62,3 +62,30 @@ def test_cupy_backend_matches_torch(n_features):
     diff = (cupy_est.coef_ - torch_est.coef_).abs().max()
     assert diff <= 1e-8 * torch_est.coef_.abs().max()
     assert np.array_equal(cupy_est.labels_.cpu().numpy(), torch_est.labels_.cpu().numpy())
+
+
+@pytest.mark.parametrize("assign_labels", ["discretize", "cluster_qr"])
+def test_the_spectral_step_stays_on_the_device_with_few_syncs(assign_labels):
+    """2048 tokens: labels and affinity on the GPU, the CPU's labels, and a bounded number of
+    device-to-host synchronisations (one or two per subspace iteration, one per discretize
+    rotation), counted by torch's sync debug mode."""
+    import warnings
+
+    from vllm_videoanchor.ssc import spectral
+
+    C, group = reference.video_coefficients(2048)
+    cpu, _ = spectral.spectral_clustering(C, 24, assign_labels=assign_labels)
+    spectral.spectral_clustering(C.cuda(), 24, assign_labels=assign_labels)  # warm-up (kernels, handles)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            labels, W = spectral.spectral_clustering(C.cuda(), 24, assign_labels=assign_labels)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    assert labels.device.type == "cuda" and W.device.type == "cuda"
+    assert reference.misclassification(cpu.numpy(), labels.cpu().numpy()) == 0.0
+    assert reference.misclassification(group.numpy(), labels.cpu().numpy()) < 0.01
+    assert syncs <= 2 * spectral.SUBSPACE_MAX_ITER + spectral.DISCRETIZE_ITERATIONS + 10, syncs
