@@ -37,7 +37,9 @@ DISCRETIZE_ITERATIONS = 21
 DENSE_EIGH_MAX_SAMPLES = {"cpu": 256, "cuda": 256}
 SUBSPACE_DEGREE = 8  # Chebyshev filter degree per outer iteration
 SUBSPACE_MAX_ITER = 200  # outer iterations (one device-to-host check each)
-SUBSPACE_TOL = 1e-5  # largest residual ||A x - theta x|| of a wanted Ritz pair (||A|| <= 1)
+# largest residual ||A x - theta x|| of a wanted Ritz pair (||A|| <= 1), or the arithmetic's
+# floor, 10 sqrt(N) times its unit roundoff (float32: 5e-5 at N = 2048; TF32 matmuls: 2^-11)
+SUBSPACE_TOL = 1e-5
 
 
 def affinity(C: torch.Tensor) -> torch.Tensor:
@@ -84,23 +86,30 @@ def _rayleigh_ritz(A: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torc
     return theta, Q @ S, AQ @ S
 
 
+def _unit_roundoff(A: torch.Tensor) -> float:
+    """Of A's matrix products: its dtype's, or TF32's where CUDA float32 products use it."""
+    tf32 = A.is_cuda and A.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return 2.0**-11 if tf32 else torch.finfo(A.dtype).eps
+
+
 def _subspace_eigenvectors(A: torch.Tensor, k: int, random_state: int) -> torch.Tensor:
     """Top-k eigenvectors of the symmetric A (spectrum in [-1, 1]) by Chebyshev-filtered
     subspace iteration with Rayleigh-Ritz, on A's device; a block of k + max(k, 16) vectors."""
     n = A.shape[0]
+    tol = max(SUBSPACE_TOL, 10 * math.sqrt(n) * _unit_roundoff(A))
     m = min(n, k + max(k, 16))
     X = torch.linalg.qr(_seeded_block(n, m, random_state, A)).Q
     theta, X, AX = _rayleigh_ritz(A, X)
     for _ in range(SUBSPACE_MAX_ITER):
         residual = (AX[:, :k] - X[:, :k] * theta[:k].to(X.dtype)).norm(dim=0).max()
-        if residual <= SUBSPACE_TOL:  # the one device-to-host read per outer iteration
+        if residual <= tol:  # the one device-to-host read per outer iteration
             break
         cut = theta[-1].clamp(-1 + 1e-3, 1 - 1e-3).to(A.dtype)
         X = torch.linalg.qr(_chebyshev_filter(A, X, SUBSPACE_DEGREE, cut)).Q
         theta, X, AX = _rayleigh_ritz(A, X)
     else:
         warnings.warn(f"spectral subspace iteration stopped at {SUBSPACE_MAX_ITER} iterations with residual "
-                      f"{float(residual):.2g} > {SUBSPACE_TOL:g}; labels may be less accurate", stacklevel=3)
+                      f"{float(residual):.2g} > {tol:.2g}; labels may be less accurate", stacklevel=3)
     return X[:, :k]
 
 
