@@ -44,5 +44,18 @@ test-fast: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/ssc.py
 
+# lmms-eval in its own environment (.venv/lmms-eval), apart from vLLM's: a client over HTTP
+# whose pins (benchmarks/eval/lmms-eval-requirements.txt) never touch vLLM's.
+# tests/server/test_standard_tools.py runs it against the server (and skips without it).
+LMMS_EVAL := $(VENV)/lmms-eval
+.PHONY: lmms-eval
+lmms-eval: $(LMMS_EVAL)/.installed
+
+$(LMMS_EVAL)/.installed: benchmarks/eval/lmms-eval-requirements.txt
+	$(PYTHON) -m venv $(LMMS_EVAL)
+	$(LMMS_EVAL)/bin/python -m pip install --quiet --upgrade pip
+	$(LMMS_EVAL)/bin/python -m pip install --quiet -r benchmarks/eval/lmms-eval-requirements.txt
+	touch $@
+
 clean:
 	rm -rf $(VENV)
