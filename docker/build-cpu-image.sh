@@ -34,13 +34,19 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
     echo "image-cpu: the wheelhouse is filled for the image's Python 3.11; set PYTHON to a Python 3.11" >&2
     exit 1
 fi
+# the wheelhouse is filled again only when pyproject.toml (the pins) changed, or WHEELHOUSE_REFRESH=1
+stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 start=$(date +%s)
-if ! { "$python" -m pip download --quiet -d docker/wheelhouse torch==2.13.0 '.[cpu]' \
+if [ "${WHEELHOUSE_REFRESH:-0}" != 1 ] && [ "$(cat docker/wheelhouse/.pyproject.sha256 2>/dev/null)" = "$stamp" ]; then
+    echo "image-cpu: wheelhouse up to date ($(ls docker/wheelhouse | wc -l) wheels, pyproject.toml unchanged)"
+elif ! { "$python" -m pip download --quiet -d docker/wheelhouse torch==2.13.0 '.[cpu]' \
         && "$python" -m pip download --quiet --no-deps -d docker/wheelhouse setuptools==84.2.1; } >"$log" 2>&1; then
     grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -30 >&2
     exit 1
+else
+    echo "$stamp" > docker/wheelhouse/.pyproject.sha256
+    echo "image-cpu: wheelhouse $(ls docker/wheelhouse | wc -l) wheels, $(du -sh docker/wheelhouse | cut -f1), $(( $(date +%s) - start )) s"
 fi
-echo "image-cpu: wheelhouse $(ls docker/wheelhouse | wc -l) wheels, $(du -sh docker/wheelhouse | cut -f1), $(( $(date +%s) - start )) s"
 
 start=$(date +%s)
 DOCKER_BUILDKIT=0 $docker build --network host --build-arg BASE_IMAGE="$base" -f docker/Dockerfile.cpu -t "$tag" .
