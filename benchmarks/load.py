@@ -14,6 +14,14 @@ concurrency it reports throughput, TTFT p50/p95, TPOT p50 and error rate; writes
 OUT/load.json and OUT/load.png (throughput and latency against concurrency). With
 --soak-seconds it runs one long mixed run per mode instead, sampling the resident memory of
 --server-pid and its children at start and end.
+
+What it is for: what vLLM's own load generator, `vllm bench serve` (with `--extra-body
+'{"anchor": true}'` for anchored load; `python benchmarks/vllm_bench_serve.py` where the
+`vllm` command does not start), does not do: one run mixing video, image and text prompts,
+anchored and plain interleaved; a stock vLLM endpoint measured in the same run; the soak run
+with the server processes' memory. For plain throughput and latency sweeps, request-rate
+schedules, goodput and SLOs use `vllm bench serve` (docs/benchmarks.md, "Load testing"); for
+what anchored requests cost other users, benchmarks/interference.py.
 """
 
 from __future__ import annotations
