@@ -8,10 +8,11 @@ import pytest
 from docker_support import IMAGE, NGINX, PROMETHEUS, ROOT, STANDIN, Engine, docker, report, run
 
 
-def pytest_configure(config):
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        docker_support.TERMINAL[:] = [reporter]
+def pytest_terminal_summary(terminalreporter):
+    if docker_support.REPORTED:
+        terminalreporter.section("deployment timings and sizes")
+        for line in docker_support.REPORTED:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

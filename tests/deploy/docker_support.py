@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,15 +48,12 @@ def skip_unless_asked():
                     allow_module_level=True)
 
 
-TERMINAL = []  # pytest's terminal reporter (tests/deploy/conftest.py puts it here)
+REPORTED: list[str] = []  # tests/deploy/conftest.py prints them in the run's summary
 
 
 def report(line: str) -> None:
-    """A line for the run's output (timings, sizes), past pytest's capture."""
-    if TERMINAL:
-        TERMINAL[0].write_line(f"[deploy] {line}")
-    else:
-        sys.__stderr__.write(f"[deploy] {line}\n")
+    """A line for the run's summary (timings, sizes)."""
+    REPORTED.append(line)
 
 
 def run(command, env, timeout=600, check=True, **kwargs) -> subprocess.CompletedProcess:
@@ -202,7 +198,7 @@ def project_leftovers(env, project: str) -> dict:
     """The containers, volumes and networks compose labelled with `project`."""
     label = f"label=com.docker.compose.project={project}"
     return {kind: docker(env, *command, "--filter", label).stdout.split()
-            for kind, command in (("containers", ("ps", "-a", "-q")), ("volumes", ("volume", "ls", "-q")),
+            for kind, command in (("containers", ("ps", "-a", "-q", "--no-trunc")), ("volumes", ("volume", "ls", "-q")),
                                   ("networks", ("network", "ls", "-q")))}
 
 
