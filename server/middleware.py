@@ -171,12 +171,16 @@ class AnchorMiddleware:
         """RequestError for a media URL this server must not fetch (server/media.py): file://
         without vLLM's --allowed-local-media-path; with the `public` policy, hosts that are
         not globally routable. Host names are resolved off the event loop."""
-        if not any(True for _ in media_urls(request)):
+        urls = [url for _, url in media_urls(request)]
+        if not urls:
             return
         args = getattr(getattr(scope.get("app"), "state", None), "args", None)
         # vLLM's own setting; where it cannot be read, file:// URLs are left to vLLM
         local_media = bool(getattr(args, "allowed_local_media_path", None)) if args is not None else True
-        await asyncio.to_thread(check_media_urls, request, self.media_policy, local_media)
+        if self.media_policy == "public" and any(url[:8].lower().startswith(("http:", "https:")) for url in urls):
+            await asyncio.to_thread(check_media_urls, request, self.media_policy, local_media)  # resolves names
+        else:
+            check_media_urls(request, self.media_policy, local_media)  # no name to resolve: string checks only
 
     async def _anchor_headers(self, decision, tag: str, status: int) -> list[tuple[bytes, bytes]]:
         """What happened to anchoring, from the engines' reports on the request's items."""
