@@ -114,6 +114,17 @@ class AnchorParams(_ParamsFields):
                              "residual test could never pass; use eps >= that, or dtype='float64'")
         return self
 
+    @model_validator(mode="after")
+    def _weights_are_normal_numbers(self):
+        """alpha_e and alpha_z below the solve's smallest normal number (e.g. 5e-324) pass "> 0"
+        but underflow: lambda_e = alpha_e / mu_e became 0 and the solve failed in the engine."""
+        floor = torch.finfo(DTYPES[self.dtype]).tiny
+        for name in ("alpha_e", "alpha_z"):
+            if getattr(self, name) < floor:
+                raise ValueError(f"{name}={getattr(self, name):g} is below the {self.dtype} solve's smallest normal "
+                                 f"number ({floor:.3g}): its regulariser would underflow to 0")
+        return self
+
     @property
     def clusters_tokens(self) -> bool:
         """Whether the method partitions the tokens (so n_clusters must fit them)."""

@@ -373,3 +373,15 @@ def test_eps_below_the_solves_resolution_is_refused_naming_why():
     assert AnchorParams(eps=1e-12, dtype="float64").eps == 1e-12
     with pytest.raises(ValueError, match="below the float64 solve's resolution"):
         AnchorParams(eps=1e-17, dtype="float64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["alpha_e", "alpha_z"])
+def test_weights_that_would_underflow_are_refused_by_name(name, dtype):
+    """5e-324 passed "> 0" and made lambda_e = 0: the solve then failed inside the engine."""
+    floor = torch.finfo(getattr(torch, dtype)).tiny
+    with pytest.raises(ValueError, match=f"{name}=.* below the {dtype} solve's smallest normal number"):
+        AnchorParams(**{name: 5e-324, "dtype": dtype})
+    with pytest.raises(ValueError, match=name):
+        AnchorParams(**{name: floor / 2, "dtype": dtype})
+    assert getattr(AnchorParams(**{name: floor, "dtype": dtype}), name) == floor
