@@ -53,7 +53,7 @@ def print_table(rows, device, tf32):
              f"{r['cluster_qr']:.3f} | {r['kmeans']:.3f} | {seconds(r['eigh'])} | {seconds(r['host'])} | "
              f"{'-' if r['host'] is None else format(r['host'] / r['discretize'], '.1f') + 'x'} | "
              f"{r['solve_s'] + r['discretize']:.3f} | "
-             f"{r.get('peak_gib', float('nan')):.2f} |" for r in rows]
+             f"{format(r['peak_gib'], '.2f') if 'peak_gib' in r else '-'} |" for r in rows]
     print_markdown(
         f"Spectral step on {device}{' (TF32 solve)' if tf32 else ''}: seconds per step, k = 24, video-like tokens",
         "| N | D | solve s (steps) | device: discretize | cluster_qr | kmeans | dense eigh | host: arpack + "
