@@ -99,7 +99,8 @@ def test_text_requests_are_served_through_the_router(stack):
 
 def test_down_removes_the_containers_and_the_shared_volume(stack):
     env = stack["env"]
-    volumes = project_leftovers(env, PROJECT)["volumes"]
-    assert volumes == [f"{PROJECT}_ec"]
+    running = project_leftovers(env, PROJECT)
+    assert running["volumes"] == [f"{PROJECT}_ec"] and len(running["containers"]) == 3
+    assert running["networks"] == []  # host networking: compose made no network
     compose(env, PROJECT, "--profile", "disagg-cpu", "down", "-v", "--timeout", "20", files=stack["files"])
     assert project_leftovers(env, PROJECT) == {"containers": [], "volumes": [], "networks": []}

@@ -158,6 +158,8 @@ def test_prometheus_scrapes_both_replicas_and_answers_the_anchor_metrics(stack):
 
 def test_down_removes_containers_and_volumes(stack):
     env = stack["env"]
-    assert f"{PROJECT}_prometheus-data" in project_leftovers(env, PROJECT)["volumes"]
+    running = project_leftovers(env, PROJECT)
+    assert running["volumes"] == [f"{PROJECT}_prometheus-data"] and len(running["containers"]) == 4
+    assert running["networks"] == []  # host networking: compose made no network
     compose(env, PROJECT, *PROFILES, "down", "-v", "--timeout", "20", files=stack["files"])
     assert project_leftovers(env, PROJECT) == {"containers": [], "volumes": [], "networks": []}

@@ -158,12 +158,6 @@ def test_docker_run_serves_the_tiny_model_and_anchors_a_video(engine_env, cpu_im
     assert docker(engine_env, "ps", "-a", "-q", "--filter", f"name={name}").stdout.strip() == ""
 
 
-def test_no_bridge_network_exists(engine_env, cpu_image):
-    """The tests' containers share the host's network: the engine has no bridge network."""
-    drivers = docker(engine_env, "network", "ls", "--format", "{{.Driver}}").stdout.split()
-    assert "bridge" not in drivers, drivers
-
-
 def test_health_probe_of_the_image_fails_when_nothing_listens(engine_env, cpu_image):
     """The image's HEALTHCHECK command itself: non-zero where no server answers on PORT."""
     port = free_port()
