@@ -68,7 +68,7 @@ def piecewise_graph_flags() -> list[str]:
     """The compilation config anchoring needs on CUDA, as vLLM flags: FULL CUDA graphs replay
     attention without Python, where the anchored path runs (the engine's own definition;
     imported here only, since it loads vLLM)."""
-    from vllm_videoanchor.engine.availability import PIECEWISE_GRAPHS
+    from vllm_videoanchor.engine.attention.forward import PIECEWISE_GRAPHS
 
     return ["--compilation-config", json.dumps(PIECEWISE_GRAPHS)]
 

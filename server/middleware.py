@@ -44,6 +44,7 @@ from vllm_videoanchor.settings import process_settings
 
 from . import openapi
 from .media import check_media_urls, media_urls, policy_from_env
+from .openapi import EXPLAIN_ROUTE
 from .request import RequestError, error_body, rewrite_request
 
 # the routes whose bodies are rewritten and checked (rewrite_request); /invocations takes a
@@ -54,7 +55,6 @@ ROUTES = ("/v1/chat/completions", "/v1/completions", "/invocations")
 # its top level (or in the objects of a top-level list), whatever vLLM version adds the route
 GUARDED_KEYS = ("anchor", "mm_processor_kwargs", "media_io_kwargs")
 ANTHROPIC_ROUTES = ("/v1/messages",)  # their errors in Anthropic's format
-EXPLAIN_ROUTE = "/v1/videoanchor/explain/"
 
 REQUESTS = Counter("videoanchor_requests", "Generation requests answered, by what happened to anchoring",
                    ["anchor"])

@@ -17,6 +17,9 @@ import copy
 from vllm_videoanchor.anchor import AnchorParams
 from vllm_videoanchor.settings import AnchorSettings
 
+# the anchor-map route the middleware serves (declared here, with the rest of the API clients see)
+EXPLAIN_ROUTE = "/v1/videoanchor/explain/"
+
 REF = "#/components/schemas/{model}"
 # the request body schemas of the checked routes (vLLM 0.32's names; /invocations takes either)
 REQUEST_SCHEMAS = ("ChatCompletionRequest", "CompletionRequest")
@@ -97,8 +100,6 @@ def explain_path() -> dict:
 
 def extend_schema(schema: dict, settings: AnchorSettings) -> dict:
     """vLLM's schema with our layer's additions (a new dict; vLLM's is not changed)."""
-    from .middleware import EXPLAIN_ROUTE  # noqa: PLC0415 - the route is the middleware's
-
     schema = copy.deepcopy(schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     field, referenced = anchor_field(settings)

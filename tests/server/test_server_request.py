@@ -238,19 +238,6 @@ def test_each_command_parses_its_own_arguments(capsys):
     assert exit_.value.code == 0 and "--anchor-max-frames N" in capsys.readouterr().out
 
 
-def test_the_server_modules_import_one_way():
-    """cli dispatches to the others; none imports it (no cycle through the command line)."""
-    import ast
-    import pathlib
-
-    import vllm_videoanchor_server
-
-    for path in pathlib.Path(vllm_videoanchor_server.__file__).parent.glob("*.py"):
-        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
-                    if isinstance(node, ast.ImportFrom) and node.module}
-        assert not imported & {"cli", "vllm_videoanchor_server.cli"}, path.name
-
-
 @pytest.mark.parametrize(("body", "found"), [
     ({"anchor": True}, ["anchor"]),
     ({"input": "x", "mm_processor_kwargs": {"fps": 2}, "media_io_kwargs": {}}, ["mm_processor_kwargs",

@@ -17,8 +17,6 @@ whose KV layout cannot be read).
 
 from __future__ import annotations
 
-import json
-
 from ..settings import process_settings
 from ..ssc.cupy_admm import check_solver_backend
 from . import compat
@@ -28,10 +26,6 @@ from .option import ANCHOR_KEY
 
 ANCHORED_GPU_BACKENDS = ("FLASH_ATTN", "TRITON_ATTN", "FLASHINFER")
 
-# the compilation config anchoring needs on CUDA (FULL graph replays skip the anchored path)
-PIECEWISE_GRAPHS = {"cudagraph_mode": "PIECEWISE"}
-FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_GRAPHS)}' "
-                      "(vllm-videoanchor serve sets it on CUDA)")
 
 
 def engine_verdict(vllm_config, model) -> str | None:

@@ -57,10 +57,11 @@ def worker(model: str, mode: str, dtype: str, chunk: int, backend: str | None) -
 
     solves = record_solves() if mode == "plugin" else []
     kwargs = {"attention_backend": backend} if backend else {}
-    from ..engine import availability, compat
+    from ..engine import compat
+    from ..engine.attention.forward import PIECEWISE_GRAPHS
 
     if compat.is_cuda_platform():  # what `vllm-videoanchor serve` runs: PIECEWISE CUDA graphs, compiled
-        kwargs["compilation_config"] = availability.PIECEWISE_GRAPHS
+        kwargs["compilation_config"] = PIECEWISE_GRAPHS
     else:
         kwargs["enforce_eager"] = True
     llm = LLM(model=model, max_model_len=2048, dtype=dtype, trust_remote_code=model_spec(model).trust_remote_code,

@@ -77,7 +77,7 @@ class AnchoredCudaBackendMixin(AnchoredBackendMixin):
         """Triton must be there, and no FULL CUDA graphs (their replays run no Python, and the
         anchored path runs in Python inside the attention's forward)."""
         from ...kernels.anchored_prefill import triton_available
-        from ..availability import FULL_GRAPHS_ADVICE
+        from .forward import FULL_GRAPHS_ADVICE
 
         if not triton_available():
             return "anchored attention on GPUs needs Triton, which is not installed"

@@ -14,11 +14,17 @@ verdict (availability.py) asks each layer's backend once, never per step.
 from __future__ import annotations
 
 import inspect
+import json
 
 from vllm.v1.attention.backend import AttentionType
 
 from .. import compat
 from .gains import AnchoredRows, GainState
+
+# the compilation config anchoring needs on CUDA (FULL graph replays skip the anchored path)
+PIECEWISE_GRAPHS = {"cudagraph_mode": "PIECEWISE"}
+FULL_GRAPHS_ADVICE = (f"serve with --compilation-config '{json.dumps(PIECEWISE_GRAPHS)}' "
+                      "(vllm-videoanchor serve sets it on CUDA)")
 
 
 class AnchoredBackendMixin:
